@@ -1,0 +1,40 @@
+# mlqueue: `make run` serves the whole system locally; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test lint bench bench-csv drill soak train clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[gateway,worker,local]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.run-installed
+
+## Redis, a trained demo model, one worker and the gateway on http://127.0.0.1:8000 (Ctrl-C stops)
+run: $(VENV)/.run-installed
+	$(PY) -m shared.launcher
+
+## Unit and integration tests; starts the throwaway Redis, worker and gateway it needs
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest
+
+## ruff and mypy
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+## Train a new version of the demo model
+train: $(VENV)/.run-installed
+	$(PY) -m worker.train
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP gateway: validates jobs, enqueues them by task name, serves their status and results."""

@@ -1,0 +1,75 @@
+"""The gateway's app factory: `uvicorn --factory gateway.app:create_app` or `python -m gateway`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from redis.asyncio import Redis
+
+from gateway import errors
+from gateway.events import JobEvents
+from gateway.limits import BodyLimit
+from gateway.queue import JobQueue
+from gateway.routes import health, jobs, legacy, models
+from gateway.store import JobStore
+from shared.celery_app import create_celery
+from shared.logs import configure_logging
+from shared.registry import Registry
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured gateway; its lifespan opens and closes Redis and the publisher."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        redis = Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            health_check_interval=30,
+        )
+        registry = Registry(settings.model_dir, settings.default_model)
+        events = JobEvents(redis)
+        celery = create_celery(settings)
+        app.state.settings = settings
+        app.state.redis = redis
+        app.state.registry = registry
+        app.state.queue = JobQueue(
+            settings, registry, JobStore(redis, settings.result_ttl), events, celery
+        )
+        events.start()
+        try:
+            yield
+        finally:
+            await events.stop()
+            celery.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="mlqueue",
+        version="0.1.0",
+        summary="Submit prediction jobs, then poll or fetch their results by id.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for router in (jobs.router, models.router, health.router, legacy.router):
+        app.include_router(router)
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        per_path={"/v1/jobs/csv": settings.max_upload_bytes},
+    )
+    return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable, readable operation ids for generated clients: "jobs-submit_job".
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name

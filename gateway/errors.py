@@ -1,0 +1,112 @@
+"""The one place errors become HTTP: a status per error class, one problem-details body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+
+from shared.errors import (
+    InvalidInput,
+    JobConflict,
+    JobNotFound,
+    ModelError,
+    ModelNotFound,
+    QueueUnavailable,
+    ServiceError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    ModelNotFound: 422,  # the model is a field of the request body
+    JobNotFound: 404,
+    JobConflict: 409,
+    ModelError: 503,
+    QueueUnavailable: 503,
+}
+RETRY_AFTER = 5
+
+
+def problem(
+    status: int, title: str, detail: str, extra: dict[str, Any] | None = None
+) -> JSONResponse:
+    """An RFC 9457 problem-details response; `extra` members cannot shadow the standard ones."""
+    body = {
+        **(extra or {}),
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
+    return JSONResponse(
+        body, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+async def service_error(_: Request, exc: Exception) -> JSONResponse:
+    """Any `ServiceError`, by the first class of its MRO that has a status."""
+    assert isinstance(exc, ServiceError)
+    status = next(STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR)
+    response = problem(status, type(exc).__name__, exc.message, exc.details)
+    if isinstance(exc, QueueUnavailable):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """Schema errors, with every location spelled as row and column."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()][:20]
+    detail = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in errors[:5])
+    return problem(422, "InvalidInput", detail or "invalid request", {"errors": errors})
+
+
+async def redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """Redis or the broker is down or too slow: a 503 the client can retry, never a 500."""
+    log.warning("queue unavailable: %s", type(exc).__name__)  # the message may hold the URL
+    return problem(503, "QueueUnavailable", "the job queue is unavailable; retry shortly")
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown route, wrong method, body too large) as problems too."""
+    assert isinstance(exc, HTTPException)
+    response = problem(exc.status_code, _TITLES.get(exc.status_code, "HTTPError"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+_TITLES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+}
+
+
+def where(loc: list[Any]) -> str:
+    """`["body", "data", 2, 5]` as `data: row 2, column 5`."""
+    names = [str(p) for p in loc if p != "body"]
+    if len(names) >= 2 and names[0] == "data" and names[1].isdigit():
+        place = f"row {names[1]}" + (f", column {names[2]}" if len(names) > 2 else "")
+        return f"data: {place}"
+    return ".".join(names) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RedisError, redis_unavailable)
+    app.add_exception_handler(OperationalError, redis_unavailable)

@@ -1,0 +1,86 @@
+"""The job queue as the gateway sees it: validate, record, publish by task name, read back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from starlette.concurrency import run_in_threadpool
+
+from gateway.events import JobEvents
+from gateway.store import JobStore
+from gateway.validation import check_rows
+from shared import jobstore
+from shared.errors import QueueUnavailable
+from shared.registry import Registry
+from shared.schemas import JobAccepted, JobStatus, JobView
+from shared.settings import Settings
+from shared.tasks import PREDICT, QUEUE
+
+# Fail fast when the broker is away: the client gets a 503 and retries, the gateway never hangs.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+@dataclass
+class JobQueue:
+    """Submits JSON jobs and reads, waits for and cancels any job."""
+
+    settings: Settings
+    registry: Registry
+    store: JobStore
+    events: JobEvents
+    celery: Celery
+
+    async def submit(self, rows: list[list[float]], model: str, owner: str) -> JobAccepted:
+        """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
+        info = self.registry.resolve(model)
+        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        job_id = str(uuid.uuid4())
+        record = jobstore.new_record(
+            job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
+        )
+        record["version"] = info.version
+        await self.store.create(record)
+        # The version is pinned at submit: a model trained meanwhile does not change this job.
+        await self._publish(job_id, {"rows": rows, "model": f"{info.name}:{info.version}"})
+        return JobAccepted(
+            job_id=job_id,
+            status=JobStatus.QUEUED,
+            model=info.name,
+            n_rows=len(rows),
+            location=f"/v1/jobs/{job_id}",
+        )
+
+    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:
+        """The job's view once it has finished, or after `timeout` seconds, whichever is first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.events.subscription(job_id) as finished:
+            while True:
+                view = await self.store.get(job_id, owner)
+                remaining = deadline - loop.time()
+                if view.status.finished or remaining <= 0:
+                    return view
+                # Re-read at least every second, in case an event was missed while reconnecting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
+                finished.clear()
+
+    async def _publish(self, job_id: str, kwargs: dict[str, object]) -> None:
+        try:
+            await run_in_threadpool(
+                self.celery.send_task,
+                PREDICT,
+                kwargs=kwargs,
+                task_id=job_id,
+                queue=QUEUE,
+                retry=True,
+                retry_policy=PUBLISH_RETRY,
+            )
+        except (OperationalError, OSError) as exc:
+            await self.store.delete(job_id)
+            raise QueueUnavailable("the job queue is unavailable; retry shortly") from exc

@@ -1,0 +1,94 @@
+"""`/v1/jobs`: submit a JSON job, read its status, fetch or wait for its result, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from gateway.deps import JobQueueDep, OwnerDep, SettingsDep
+from shared.errors import JobConflict
+from shared.schemas import JobAccepted, JobResult, JobStatus, JobView, PredictRequest, Problem
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=200, description="The id returned at submit.")]
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such job (or not yours)."},
+    422: {"model": Problem, "description": "Invalid rows, naming row and column."},
+    503: {"model": Problem, "description": "Redis or the broker is unavailable (see Retry-After)."},
+}
+
+
+@router.post("", status_code=202, responses={k: PROBLEMS[k] for k in (422, 503)})
+async def submit_job(
+    body: PredictRequest, queue: JobQueueDep, owner: OwnerDep, response: Response
+) -> JobAccepted:
+    """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
+    accepted = await queue.submit(body.data, body.model, owner)
+    response.headers["Location"] = accepted.location
+    return accepted
+
+
+@router.get("/{job_id}", responses={k: PROBLEMS[k] for k in (404, 503)})
+async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView:
+    """The job's status, timestamps, model, row count, progress and error."""
+    return await queue.store.get(job_id, owner)
+
+
+@router.get(
+    "/{job_id}/result",
+    response_model=JobResult,
+    responses={
+        202: {"model": JobView, "description": "Not finished yet: the job's status."},
+        409: {"model": Problem, "description": "The job failed or was cancelled: its error."},
+        **{k: PROBLEMS[k] for k in (404, 503)},
+    },
+)
+async def get_result(
+    job_id: JobId,
+    queue: JobQueueDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, le=30, description="Seconds to long-poll for the end.")] = 0,
+) -> JobResult | JSONResponse:
+    """The predictions, one per input row in order; `?wait=S` returns as soon as the job ends."""
+    if wait > 0:
+        await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
+    view, predictions = await queue.store.result(job_id, owner)
+    if view.status is JobStatus.SUCCEEDED and predictions is not None:
+        return JobResult(
+            job_id=job_id,
+            status=view.status,
+            model=view.model,
+            version=view.version,
+            data=predictions,
+        )
+    if view.status.finished:
+        reason = f": {view.error.message}" if view.error else ""
+        raise JobConflict(
+            f"job {job_id} {view.status.value}{reason}", job=view.model_dump(mode="json")
+        )
+    return JSONResponse(
+        view.model_dump(mode="json"),
+        status_code=202,
+        headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"},
+    )
+
+
+@router.delete(
+    "/{job_id}",
+    responses={
+        409: {"model": Problem, "description": "The job has already finished."},
+        404: PROBLEMS[404],
+    },
+)
+async def cancel_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView:
+    """Cancel a queued or running job: it will not produce a result."""
+    previous = await queue.store.cancel(job_id, owner)
+    if previous not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise JobConflict(
+            f"job {job_id} has already {previous}; nothing to cancel", job_status=previous
+        )
+    return await queue.store.get(job_id, owner)

@@ -1,0 +1,64 @@
+"""The gateway's side of the job store (see `shared.jobstore`), over an asyncio Redis client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shared import jobstore
+from shared.errors import JobNotFound
+from shared.schemas import JobView
+
+
+class JobStore:
+    """Creates job records and reads or cancels them on behalf of their owner."""
+
+    def __init__(self, redis: Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._cancel = redis.register_script(jobstore.CANCEL)
+
+    async def create(self, record: dict[str, str]) -> None:
+        """Write a new job's record with its TTL."""
+        key = jobstore.job_key(record["id"])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record)  # type: ignore[arg-type]
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a job (its message could not be sent)."""
+        await self.redis.delete(jobstore.job_key(job_id))
+
+    async def get(self, job_id: str, owner: str) -> JobView:
+        """The job's view; `JobNotFound` when unknown, expired or owned by another caller."""
+        return jobstore.to_view(job_id, await self._fields(job_id, owner, jobstore.VIEW_FIELDS))
+
+    async def result(self, job_id: str, owner: str) -> tuple[JobView, list[float] | None]:
+        """The job's view and, once it succeeded, its predictions."""
+        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "result"))
+        raw = fields.pop("result", None)
+        return jobstore.to_view(job_id, fields), (orjson.loads(raw) if raw else None)
+
+    async def cancel(self, job_id: str, owner: str) -> str:
+        """Cancel a live job; returns the status it had before (final ones are left alone)."""
+        await self._fields(job_id, owner, ("status",))
+        previous = await self._cancel(keys=[jobstore.job_key(job_id)], args=jobstore.cancel_args())
+        if previous is None:
+            raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+        return _text(previous)
+
+    async def _fields(self, job_id: str, owner: str, names: tuple[str, ...]) -> dict[str, Any]:
+        values = await self.redis.hmget(jobstore.job_key(job_id), [*names, "owner"])
+        fields = dict(zip((*names, "owner"), values, strict=True))
+        stored_owner = _text(fields.pop("owner"))
+        # Someone else's job is reported exactly like a missing one, so ids do not leak.
+        if fields.get("status") is None or (stored_owner and stored_owner != owner):
+            raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+        return fields
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")

@@ -1,0 +1,50 @@
+"""The single place a Celery app is configured, for the worker and for the gateway's publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+from kombu.entity import Queue
+
+from shared.settings import Settings
+from shared.tasks import PREDICT, QUEUE
+
+
+def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
+    """A Celery app speaking JSON only, acknowledging late, with every timeout explicit."""
+    app = Celery("mlqueue", include=list(include))
+    app.conf.update(
+        broker_url=settings.redis_url.get_secret_value(),
+        result_backend=settings.backend_url,
+        # JSON only: a pickled message from the broker would run code in the worker.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # At-least-once: a message is acked after its task ran, and requeued if the child died.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # kombu's defaults scan for expired unacked messages only every ~100 s.
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        result_expires=settings.result_ttl,
+        result_extended=True,
+        task_track_started=True,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_default_queue=QUEUE,
+        task_queues=[Queue(QUEUE)],
+        task_routes={PREDICT: {"queue": QUEUE}},
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,51 @@
+"""The service's error vocabulary, shared by gateway and worker; HTTP codes live in the gateway.
+
+ServiceError
+├── InvalidInput        bad rows, columns or values
+├── JobNotFound         no such job (or not yours)
+├── JobConflict         the job's state forbids the request
+├── ModelNotFound       no such model or version in the registry
+├── ModelError          the artifact cannot be trusted or loaded
+└── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(ServiceError):
+    """Raised when submitted rows are malformed: the message names the row and column."""
+
+
+class JobNotFound(ServiceError):
+    """Raised when a job id is unknown, expired, or belongs to another client."""
+
+
+class JobConflict(ServiceError):
+    """Raised when a job's state does not allow the request (cancel a finished job, ...)."""
+
+
+class ModelNotFound(ServiceError):
+    """Raised when a model name or version is not in the registry."""
+
+
+class ModelError(ServiceError):
+    """Raised when a model artifact fails verification or cannot be loaded."""
+
+
+class QueueUnavailable(ServiceError):
+    """Raised when Redis cannot be reached or the queue refuses more work."""
+
+    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after

@@ -1,0 +1,199 @@
+"""The job store: one Redis hash per job, changed only by atomic scripts.
+
+Celery's own state cannot say "unknown id" (everything unknown is PENDING) and cannot be cancelled
+by a client, so the service keeps its own record. The gateway writes it at submit; the worker moves
+it to running and to a final state; a task enqueued directly (no record yet) gets one when a worker
+starts it. Every final transition publishes the job id on `EVENTS` so long polls wake at once.
+Final states are sticky: a redelivered or duplicate run cannot overwrite a result or a cancel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from shared.schemas import JobError, JobStatus, JobView, Progress
+
+PREFIX: Final = "mlqueue"
+EVENTS: Final = f"{PREFIX}:events"
+WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of its last heartbeat
+
+
+def job_key(job_id: str) -> str:
+    """The Redis key of a job's record."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+# KEYS[1] job; ARGV: now, ttl, then field/value pairs to set when the record is missing.
+# Returns the status the caller should act on: "running" to go on, anything else to stop.
+START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  status = 'queued'
+end
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 'running'
+end
+return status
+"""
+
+# KEYS[1] job; ARGV: now, ttl, final status, channel, key prefix, then field/value pairs.
+# Writes only over a live job, so a duplicate cannot change a finished one.
+FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  return status
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+return ARGV[3]
+"""
+
+# KEYS[1] job; ARGV: now, channel, key prefix. Returns the status before the call (false if none).
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('PUBLISH', ARGV[2], string.sub(KEYS[1], string.len(ARGV[3]) + 1))
+end
+return status
+"""
+
+VIEW_FIELDS: Final = (
+    "status",
+    "kind",
+    "model",
+    "version",
+    "n_rows",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error_type",
+    "error",
+    "owner",
+    "rows_done",
+    "rows_total",
+    "chunks_done",
+    "chunks_total",
+)
+
+
+def new_record(
+    job_id: str, *, kind: str, model: str, n_rows: int | None, owner: str = ""
+) -> dict[str, str]:
+    """The fields of a freshly submitted job."""
+    record = {
+        "id": job_id,
+        "status": JobStatus.QUEUED.value,
+        "kind": kind,
+        "model": model,
+        "created_at": repr(time.time()),
+        "owner": owner,
+    }
+    if n_rows is not None:
+        record["n_rows"] = str(n_rows)
+    return record
+
+
+def start_args(job_id: str, model: str, n_rows: int, ttl: int) -> list[str]:
+    """Arguments of `START`: a record for a task that nobody submitted through the gateway."""
+    now = repr(time.time())
+    fresh = {
+        "id": job_id,
+        "kind": "task",
+        "model": model,
+        "n_rows": str(n_rows),
+        "created_at": now,
+        "owner": "",
+    }
+    return [now, str(ttl), *_flatten(fresh)]
+
+
+def success_args(version: str, predictions: list[float], ttl: int) -> list[str | bytes]:
+    """Arguments of `FINISH` for a succeeded job."""
+    return [
+        repr(time.time()),
+        str(ttl),
+        JobStatus.SUCCEEDED.value,
+        EVENTS,
+        job_key(""),
+        "version",
+        version,
+        "result",
+        orjson.dumps(predictions),
+    ]
+
+
+def failure_args(error_type: str, message: str, ttl: int) -> list[str | bytes]:
+    """Arguments of `FINISH` for a failed job."""
+    return [
+        repr(time.time()),
+        str(ttl),
+        JobStatus.FAILED.value,
+        EVENTS,
+        job_key(""),
+        "error_type",
+        error_type,
+        "error",
+        message,
+    ]
+
+
+def cancel_args() -> list[str]:
+    """Arguments of `CANCEL`."""
+    return [repr(time.time()), EVENTS, job_key("")]
+
+
+def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
+    """Build the client's view of a job from its hash fields (strings or bytes)."""
+    f = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in values.items() if v is not None}
+    error = (
+        JobError(type=f["error_type"], message=f.get("error", "")) if "error_type" in f else None
+    )
+    return JobView(
+        job_id=job_id,
+        status=JobStatus(f["status"]),
+        kind=f.get("kind", "json"),
+        model=f.get("model", "default"),
+        version=f.get("version"),
+        n_rows=_int(f.get("n_rows")),
+        created_at=_time(f.get("created_at")),
+        started_at=_time(f.get("started_at")),
+        finished_at=_time(f.get("finished_at")),
+        error=error,
+        progress=_progress(f),
+    )
+
+
+def _progress(f: Mapping[str, str]) -> Progress | None:
+    if "chunks_done" not in f:
+        return None
+    done, total = int(f.get("rows_done", 0)), _int(f.get("rows_total"))
+    percent = round(100.0 * done / total, 1) if total else (100.0 if total == 0 else None)
+    return Progress(
+        rows_done=done,
+        rows_total=total,
+        chunks_done=int(f["chunks_done"]),
+        chunks_total=_int(f.get("chunks_total")),
+        percent=percent,
+    )
+
+
+def _flatten(mapping: Mapping[str, str]) -> list[str]:
+    return [item for pair in mapping.items() for item in pair]
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if not value else datetime.fromtimestamp(float(value), tz=UTC)

@@ -1,0 +1,60 @@
+"""Structured logs: one JSON object per line, with the job's id and timings as fields.
+
+Row data never goes into a log record; call sites pass ids, names, counts and durations only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+# Celery puts task arguments and return values (row data, predictions) into its log records.
+_REDACTED = ("args", "kwargs", "return_value")
+
+
+class RedactRowData(logging.Filter):
+    """Replaces task arguments and results in Celery's records with a placeholder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            record.args = {
+                k: ("<redacted>" if k in _REDACTED else v) for k, v in record.args.items()
+            }
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            record.data = {k: v for k, v in data.items() if k not in _REDACTED}
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as a JSON line: ts, level, logger, event, plus the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "event": record.getMessage(),
+        }
+        line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    """Send every logger's records to stderr as JSON lines at `level`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactRowData())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,97 @@
+"""The model registry on disk: `<root>/<name>/<version>/{model.joblib,manifest.json}`.
+
+Versions are positive integers; a name alone means its newest version, "name:version" one version,
+and "default" the settings' default model. Reading manifests needs no ML library, so the gateway
+uses this module too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared.errors import ModelError, ModelNotFound
+from shared.schemas import ModelInfo
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Registry:
+    """Lists, resolves and verifies model versions under one root directory."""
+
+    def __init__(self, root: Path, default: str) -> None:
+        self.root = root
+        self.default = default
+
+    def names(self) -> list[str]:
+        """Model names that have at least one version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self._versions(p.name))
+
+    def all_versions(self) -> list[ModelInfo]:
+        """Every version of every model, newest version first within each name."""
+        return [
+            self._manifest(name, str(v))
+            for name in self.names()
+            for v in reversed(self._versions(name))
+        ]
+
+    def resolve(self, spec: str) -> ModelInfo:
+        """The manifest that `spec` ("default", "name" or "name:version") stands for."""
+        name, _, version = spec.partition(":")
+        name = self.default if name == "default" else name
+        if not _NAME.match(name) or (version and not version.isdigit()):
+            raise ModelNotFound(f"invalid model name {spec!r}", model=spec)
+        versions = self._versions(name)
+        if not versions or (version and int(version) not in versions):
+            known = ", ".join(self.names()) or "none"
+            raise ModelNotFound(f"unknown model {spec!r} (available: {known})", model=spec)
+        return self._manifest(name, str(int(version) if version else versions[-1]))
+
+    def artifact(self, info: ModelInfo) -> Path:
+        """The verified path of a version's artifact: its sha256 must match the manifest."""
+        path = self.root / info.name / info.version / info.artifact
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise ModelError(f"model {info.name}:{info.version}: cannot read {path.name}") from exc
+        if digest != info.sha256:
+            raise ModelError(
+                f"model {info.name}:{info.version}: artifact sha256 {digest[:12]}... does not "
+                f"match the manifest's {info.sha256[:12]}...; refusing to load it"
+            )
+        return path
+
+    def next_version(self, name: str) -> str:
+        """The version number a newly trained model of `name` gets."""
+        versions = self._versions(name)
+        return str(versions[-1] + 1 if versions else 1)
+
+    def _versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
+        )
+
+    def _manifest(self, name: str, version: str) -> ModelInfo:
+        path = self.root / name / version / MANIFEST
+        try:
+            return ModelInfo.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise ModelError(f"model {name}:{version}: unreadable manifest") from exc
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,161 @@
+"""Wire schemas: one per direction, shared by the gateway (HTTP) and the worker (job store)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt
+
+# A feature value: a JSON number, finite. Strict so that `true` or `"1.5"` is refused, not coerced.
+Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
+Row = list[Feature]
+
+EXAMPLE_ROW: list[JsonValue] = [
+    0.038,
+    0.051,
+    0.062,
+    0.022,
+    -0.044,
+    -0.035,
+    -0.043,
+    -0.003,
+    0.020,
+    -0.018,
+]
+
+
+class JobStatus(StrEnum):
+    """The service's own job states (Celery's PENDING cannot tell queued from unknown)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached a final state."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class PredictRequest(BaseModel):
+    """A JSON prediction job: rows of feature values for one model."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"data": [EXAMPLE_ROW], "model": "default"}]},
+    )
+
+    data: list[Row] = Field(min_length=1, description="Rows of feature values, one per sample.")
+    model: str = Field(
+        "default",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
+        description='A model name, "name:version", or "default".',
+    )
+
+
+class LegacyPredictRequest(BaseModel):
+    """The article's `/predict` body."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"data": [EXAMPLE_ROW]}]})
+
+    data: list[Row] = Field(min_length=1)
+
+
+class LegacyPredictResponse(BaseModel):
+    """The article's `/predict` answer: one prediction per row."""
+
+    data: list[float]
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    type: str
+    message: str
+
+
+class Progress(BaseModel):
+    """How far a chunked job has come."""
+
+    rows_done: int = 0
+    rows_total: int | None = None
+    chunks_done: int = 0
+    chunks_total: int | None = None
+    percent: float | None = None
+
+
+class JobView(BaseModel):
+    """A job as clients see it."""
+
+    job_id: str
+    status: JobStatus
+    kind: str = Field(description='"json", "csv", or "task" (enqueued directly with Celery).')
+    model: str
+    version: str | None = None
+    n_rows: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: JobError | None = None
+    progress: Progress | None = None
+
+
+class JobAccepted(BaseModel):
+    """The answer to a submitted job."""
+
+    job_id: str
+    status: JobStatus
+    model: str
+    n_rows: int | None = None
+    location: str
+
+
+class JobResult(BaseModel):
+    """The predictions of a succeeded JSON job, one per input row, in order."""
+
+    job_id: str
+    status: JobStatus
+    model: str
+    version: str | None
+    data: list[float]
+
+
+class ModelInfo(BaseModel):
+    """A model version as read from its manifest."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    created_at: datetime
+    feature_names: list[str]
+    n_features: int
+    framework: str = "scikit-learn"
+    framework_version: str
+    estimator: str
+    metrics: dict[str, float]
+    sha256: str
+    artifact: str = "model.joblib"
+
+
+class ModelsView(BaseModel):
+    """Every model version in the registry; `default` names the model that "default" means."""
+
+    default: str
+    models: list[ModelInfo]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem-details body, the shape of every error answer."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    extra: dict[str, Any] | None = None

@@ -1,0 +1,86 @@
+"""The one configuration object of mlqueue, read from `MLQUEUE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway and the worker; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MLQUEUE_", extra="ignore", frozen=True)
+
+    # --- Redis and Celery ---------------------------------------------------------------
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Broker, result backend and job store (one URL is all a direct enqueuer needs).
+    `rediss://` and passwords work; the URL is a secret so it never lands in logs."""
+    result_backend_url: SecretStr | None = None
+    """Celery result backend; defaults to `redis_url`."""
+    visibility_timeout: int = Field(300, ge=1)
+    """Seconds before Redis redelivers an unacknowledged message (e.g. after a whole worker died).
+    Must exceed the longest task (`task_time_limit`), or a slow task runs twice."""
+    unacked_restore_interval: float = Field(2.0, gt=0)
+    """Seconds between a worker's sweeps for messages whose visibility timeout has passed."""
+    task_soft_time_limit: int = Field(60, ge=1)
+    """Seconds before a running prediction is asked to stop (it then fails cleanly)."""
+    task_time_limit: int = Field(90, ge=1)
+    """Seconds before a running prediction's process is killed."""
+    result_ttl: int = Field(86_400, ge=60)
+    """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
+
+    local_redis_port: int = Field(6379, ge=1, le=65535)
+    """Port of the Redis that `make run` starts when `redis_url` is unset (if taken, a free one)."""
+
+    # --- Worker -------------------------------------------------------------------------
+    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    """Prefork child processes per worker; one per core serves CPU-bound models best."""
+    blas_threads: int = Field(1, ge=1)
+    """BLAS/OpenMP threads per worker process (capped so prefork children do not oversubscribe)."""
+    heartbeat_interval: float = Field(2.0, gt=0)
+    """Seconds between a worker's liveness beats in Redis (read by `/readyz`)."""
+
+    # --- Models -------------------------------------------------------------------------
+    model_dir: Path = Path("models")
+    """Model registry root: `<name>/<version>/model.joblib` plus `manifest.json`."""
+    default_model: str = "demo"
+    """The model that `"default"` names."""
+
+    # --- Gateway ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Interface the gateway binds."""
+    port: int = Field(8000, ge=1, le=65535)
+    """Port the gateway listens on."""
+    gateway_workers: int = Field(1, ge=1)
+    """uvicorn worker processes."""
+    max_rows_per_job: int = Field(10_000, ge=1)
+    """Rows one JSON job (or `/predict_csv` file) may carry."""
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest JSON request body; larger is a 413."""
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest CSV upload; larger is a 413 without reading the rest."""
+    max_wait_seconds: float = Field(30.0, ge=0)
+    """Upper bound of `?wait=` long polls."""
+    sync_timeout: float = Field(30.0, gt=0)
+    """How long the article's synchronous `/predict` façade waits for its job."""
+    redis_timeout: float = Field(2.0, gt=0)
+    """Socket timeout for the gateway's Redis calls: past it the gateway answers 503."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of gateway and worker."""
+
+    @property
+    def backend_url(self) -> str:
+        """The result backend URL (the broker's unless set)."""
+        return (self.result_backend_url or self.redis_url).get_secret_value()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

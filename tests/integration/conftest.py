@@ -1,0 +1,98 @@
+"""The real system for integration tests: redis-server, a Celery worker and uvicorn, as processes.
+
+Each is started once per session on free ports and stopped at the end; waits are bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+
+from shared import processes
+from shared.jobstore import WORKERS
+
+
+@dataclass
+class System:
+    """Handles on the running system."""
+
+    redis_url: str
+    base_url: str
+    env: dict[str, str]
+    worker_log: Path
+    workdir: Path
+    worker: subprocess.Popen[bytes] | None = None
+
+    def redis(self) -> Redis:
+        return Redis.from_url(self.redis_url)
+
+    def start_worker(self, concurrency: int = 2, name: str = "w1") -> subprocess.Popen[bytes]:
+        argv = [*processes.worker_argv(concurrency), "-n", f"{name}@%h"]
+        self.worker = processes.spawn(argv, self.env, log=self.worker_log)
+        node = f"{name}@{os.uname().nodename}"
+        processes.wait_until(
+            lambda: self.redis().zscore(WORKERS, node) is not None,
+            60,
+            f"worker {node}",
+            self.worker,
+        )
+        return self.worker
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    workdir = tmp_path_factory.mktemp("system")
+    redis_port, http_port = processes.free_port(), processes.free_port()
+    redis = processes.start_redis(redis_port, workdir / "redis", log=workdir / "redis.log")
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = {
+        "MLQUEUE_REDIS_URL": redis_url,
+        "MLQUEUE_MODEL_DIR": str(model_dir),
+        "MLQUEUE_PORT": str(http_port),
+        "MLQUEUE_HEARTBEAT_INTERVAL": "0.5",
+        "MLQUEUE_UNACKED_RESTORE_INTERVAL": "1",
+        "MLQUEUE_VISIBILITY_TIMEOUT": "8",
+        "MLQUEUE_TASK_SOFT_TIME_LIMIT": "5",
+        "MLQUEUE_TASK_TIME_LIMIT": "7",
+    }
+    system = System(
+        redis_url, f"http://127.0.0.1:{http_port}", env, workdir / "worker.log", workdir
+    )
+    gateway = processes.spawn(processes.gateway_argv(), env, log=workdir / "gateway.log")
+    try:
+        system.start_worker()
+        processes.wait_until(lambda: _ready(system.base_url), 60, "gateway /readyz", gateway)
+        yield system
+    finally:
+        for proc in (gateway, system.worker, redis):
+            if proc is not None:
+                processes.stop(proc)
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def http(system: System) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=system.base_url, timeout=30) as client:
+        yield client
+
+
+def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    """Poll `predicate()` until true, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""The Celery worker: loads models once per process and computes batch predictions."""

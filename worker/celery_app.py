@@ -1,0 +1,43 @@
+"""The worker's Celery app: `celery -A worker.celery_app worker -Q mlqueue`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+from redis import Redis
+
+from shared.celery_app import create_celery
+from shared.logs import configure_logging
+from shared.settings import get_settings
+from worker import runtime
+from worker.heartbeat import Heartbeat
+
+settings = get_settings()
+app = create_celery(settings, include=["worker.tasks"])
+_heartbeat: Heartbeat | None = None
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(settings.log_level)
+
+
+@signals.worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    # After fork: each prefork child gets its own Redis connection and its own loaded model.
+    runtime.init_process(settings)
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any, **_: Any) -> None:
+    global _heartbeat
+    redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval)
+    _heartbeat.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

@@ -1,0 +1,50 @@
+"""A per-process cache of loaded models: each version is read (and verified) once per process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.model import Model
+from shared.registry import Registry
+from shared.schemas import ModelInfo
+from worker.sklearn_model import SklearnModel
+
+log = logging.getLogger(__name__)
+Loader = Callable[[Path], Model]
+
+
+class ModelCache:
+    """Resolves model names to loaded models, loading each version on first use only."""
+
+    def __init__(self, registry: Registry, loader: Loader = SklearnModel.load) -> None:
+        self.registry = registry
+        self._loader = loader
+        self._models: dict[tuple[str, str], Model] = {}
+        self.loads = 0
+
+    def get(self, spec: str) -> tuple[ModelInfo, Model]:
+        """The manifest and loaded model for `spec`; a newly trained version is picked up."""
+        info = self.registry.resolve(spec)
+        key = (info.name, info.version)
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = self._load(info)
+        return info, model
+
+    def _load(self, info: ModelInfo) -> Model:
+        path = self.registry.artifact(info)  # raises ModelError unless the sha256 matches
+        started = time.perf_counter()
+        model = self._loader(path)
+        self.loads += 1
+        log.info(
+            "model loaded",
+            extra={
+                "model": info.name,
+                "version": info.version,
+                "duration_ms": round(1000 * (time.perf_counter() - started), 1),
+            },
+        )
+        return model

@@ -1,0 +1,65 @@
+"""Per-process worker state, built after fork and reused by every task in that process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis import Redis
+from threadpoolctl import threadpool_limits
+
+from shared.errors import ServiceError
+from shared.registry import Registry
+from shared.settings import Settings, get_settings
+from worker.jobs import JobRecorder
+from worker.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a worker process keeps between tasks: settings, job store, loaded models."""
+
+    settings: Settings
+    jobs: JobRecorder
+    models: ModelCache
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        """Connect to Redis and open the registry (cheap; models load on `warm` or first use)."""
+        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
+        registry = Registry(settings.model_dir, settings.default_model)
+        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry))
+
+    def warm(self) -> None:
+        """Load the default model now, so the first task does not pay for it."""
+        try:
+            self.models.get("default")
+        except ServiceError as exc:  # the worker still serves other models, and says why
+            log.error("default model not loaded: %s", exc.message)
+
+
+_runtime: Runtime | None = None
+
+
+def init_process(settings: Settings | None = None) -> Runtime:
+    """Set up this process: cap BLAS threads, connect, warm the default model."""
+    global _runtime
+    settings = settings or get_settings()
+    # Prefork children each running multithreaded BLAS/OpenMP would oversubscribe the cores.
+    threadpool_limits(limits=settings.blas_threads)
+    _runtime = Runtime.create(settings)
+    _runtime.warm()
+    return _runtime
+
+
+def runtime() -> Runtime:
+    """This process's runtime, created on first use if no signal did it."""
+    return _runtime or init_process()
+
+
+def set_runtime(value: Runtime | None) -> None:
+    """Install a runtime (tests) or drop it."""
+    global _runtime
+    _runtime = value
