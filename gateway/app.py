@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
-from gateway import errors
+from gateway import deps, errors
+from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.queue import JobQueue
@@ -18,6 +20,7 @@ from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.registry import Registry
+from shared.schemas import Problem
 from shared.settings import Settings, get_settings
 
 
@@ -59,15 +62,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
+    app.state.queue_depth = QueueDepth(settings.max_queue_depth)
     errors.install(app)
-    for router in (jobs.router, models.router, health.router, legacy.router):
-        app.include_router(router)
+    # Every router but the probes needs an API key when keys are configured.
+    for router in (jobs.router, models.router, legacy.router):
+        app.include_router(router, dependencies=[Depends(deps.get_owner)], responses=UNAUTHORIZED)
+    app.include_router(health.router)
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         per_path={"/v1/jobs/csv": settings.max_upload_bytes},
     )
     return app
+
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "API keys are configured and none valid was sent."}
+}
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
+from starlette.exceptions import HTTPException
 
+from gateway import keys
+from gateway.backpressure import QueueDepth
 from gateway.queue import JobQueue
 from shared.registry import Registry
 from shared.settings import Settings
@@ -36,9 +40,33 @@ def get_registry(request: Request) -> Registry:
     return registry
 
 
-def get_owner() -> str:
-    """Who is calling: jobs are visible only to their owner ("" when keys are off)."""
-    return ""
+_bearer = HTTPBearer(auto_error=False, description="An API key, when `MLQUEUE_API_KEYS` is set.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_owner(request: Request, credentials: Credentials) -> str:
+    """Who is calling: the id of a valid API key ("" when keys are off); 401 otherwise.
+
+    Jobs are visible only to their owner. Routers that need a key depend on this function, so
+    it runs once per request (FastAPI caches a dependency within a request).
+    """
+    digests = get_settings(request).api_keys
+    if not digests:
+        return ""
+    found = keys.match(credentials.credentials, digests) if credentials else None
+    if found is None:
+        raise HTTPException(
+            401,
+            "a valid API key is required: Authorization: Bearer <key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return keys.owner_id(found)
+
+
+async def queue_has_room(request: Request, redis: Annotated[Redis, Depends(get_redis)]) -> None:
+    """503 with Retry-After when the queue is deeper than `MLQUEUE_MAX_QUEUE_DEPTH`."""
+    depth: QueueDepth = request.app.state.queue_depth
+    await depth.check(redis)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -46,3 +74,4 @@ JobQueueDep = Annotated[JobQueue, Depends(get_queue)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+QueueHasRoom = Depends(queue_has_room)

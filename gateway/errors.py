@@ -62,12 +62,38 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Schema errors, with every location spelled as row and column."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()][:20]
+    if _json_body_expected(exc) and not _is_json(request.headers.get("content-type", "")):
+        return problem(
+            415,
+            "UnsupportedMediaType",
+            "send the body as JSON with Content-Type: application/json",
+        )
+    errors: list[dict[str, Any]] = [
+        {"loc": list(e["loc"]), "msg": _message(e)} for e in exc.errors()
+    ][:20]
     detail = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in errors[:5])
     return problem(422, "InvalidInput", detail or "invalid request", {"errors": errors})
+
+
+def _json_body_expected(exc: RequestValidationError) -> bool:
+    # A JSON route that got no JSON object at all: FastAPI reports it as a type error on "body".
+    return any(tuple(e["loc"]) == ("body",) for e in exc.errors()) and not any(
+        e["loc"][:1] == ("body",) and len(e["loc"]) > 1 for e in exc.errors()
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _message(error: Any) -> str:
+    if error.get("type") == "json_invalid":  # say what is wrong with the JSON, not just that it is
+        return f"invalid JSON: {error.get('ctx', {}).get('error', 'cannot be parsed')}"
+    return str(error["msg"])
 
 
 async def redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -97,6 +123,8 @@ _TITLES = {
 def where(loc: list[Any]) -> str:
     """`["body", "data", 2, 5]` as `data: row 2, column 5`."""
     names = [str(p) for p in loc if p != "body"]
+    if loc[:1] == ["body"] and len(names) == 1 and names[0].isdigit():
+        return f"body, character {names[0]}"  # where the JSON could not be parsed
     if len(names) >= 2 and names[0] == "data" and names[1].isdigit():
         place = f"row {names[1]}" + (f", column {names[2]}" if len(names) > 2 else "")
         return f"data: {place}"

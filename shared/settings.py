@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import orjson
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Settings(BaseSettings):
     """Every knob of the gateway and the worker; nothing else reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="MLQUEUE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MLQUEUE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- Redis and Celery ---------------------------------------------------------------
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
@@ -73,6 +79,34 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of gateway and worker."""
+
+    # --- Reliability and security -------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = []
+    """SHA-256 hex digests of the accepted API keys (`python -m gateway.keys` makes a pair).
+    Empty: no authentication (local use). Set: every `/v1` route and `/predict*` need
+    `Authorization: Bearer <key>`. From the environment either a JSON list or comma-separated."""
+    metrics_public: bool = False
+    """Whether `/metrics` is served without an API key when keys are configured."""
+    max_queue_depth: int = Field(10_000, ge=1)
+    """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = orjson.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            digests = [str(v).strip().lower() for v in value if str(v).strip()]
+            bad = [d for d in digests if not _SHA256_HEX.match(d)]
+            if bad:
+                # Say which entry is wrong without echoing it: it may be a key pasted by mistake.
+                raise ValueError(
+                    f"api_keys must be SHA-256 hex digests (64 hex digits); entry "
+                    f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
+                )
+            return digests
+        return value
 
     @property
     def backend_url(self) -> str:

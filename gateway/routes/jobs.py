@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from gateway.deps import JobQueueDep, OwnerDep, SettingsDep
+from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
 from shared.errors import JobConflict
 from shared.schemas import JobAccepted, JobResult, JobStatus, JobView, PredictRequest, Problem
 
@@ -21,7 +21,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("", status_code=202, responses={k: PROBLEMS[k] for k in (422, 503)})
+@router.post(
+    "",
+    status_code=202,
+    responses={k: PROBLEMS[k] for k in (422, 503)},
+    dependencies=[QueueHasRoom],
+)
 async def submit_job(
     body: PredictRequest, queue: JobQueueDep, owner: OwnerDep, response: Response
 ) -> JobAccepted:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
 
-from gateway.deps import JobQueueDep, OwnerDep, SettingsDep
+from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
 from gateway.routes.jobs import PROBLEMS
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
@@ -16,7 +16,7 @@ router = APIRouter(tags=["legacy"])
 RESPONSES: dict[int | str, dict[str, Any]] = {k: PROBLEMS[k] for k in (422, 503)}
 
 
-@router.post("/predict", responses=RESPONSES)
+@router.post("/predict", responses=RESPONSES, dependencies=[QueueHasRoom])
 async def predict(
     body: LegacyPredictRequest, queue: JobQueueDep, owner: OwnerDep, settings: SettingsDep
 ) -> LegacyPredictResponse:
@@ -24,7 +24,7 @@ async def predict(
     return await _run(queue, body.data, owner, settings.sync_timeout)
 
 
-@router.post("/predict_csv", responses=RESPONSES)
+@router.post("/predict_csv", responses=RESPONSES, dependencies=[QueueHasRoom])
 async def predict_csv(
     csv_file: Annotated[UploadFile, File(description="A CSV of feature rows (header optional).")],
     queue: JobQueueDep,

@@ -1,0 +1,53 @@
+"""API keys: clients send the key, the settings hold only its SHA-256.
+
+    python -m gateway.keys      # prints a new random key and the digest to configure
+
+A job belongs to the key that created it; its owner is a short id derived from the digest, so
+neither the key nor its full digest is stored with the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+PREFIX = "mlq_"
+OWNER_CHARS = 16  # 64 bits of the digest: enough to keep keys apart, short enough for logs
+
+
+def digest(key: str) -> str:
+    """The SHA-256 hex digest of a key, as configured in `MLQUEUE_API_KEYS`."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def owner_id(key_digest: str) -> str:
+    """The id that job records carry for the key with this digest."""
+    return key_digest[:OWNER_CHARS]
+
+
+def match(key: str, digests: Sequence[str]) -> str | None:
+    """The configured digest that `key` hashes to, or None; compares in constant time."""
+    candidate = digest(key)
+    found = None
+    for known in digests:  # no early exit: the time does not depend on which key matched
+        if hmac.compare_digest(candidate, known):
+            found = known
+    return found
+
+
+def new_key() -> str:
+    """A fresh random key (256 bits)."""
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def main() -> None:
+    """Print a new key and its digest."""
+    key = new_key()
+    print(f"key (give to the client):       {key}")
+    print(f"sha256 (MLQUEUE_API_KEYS entry): {digest(key)}")
+
+
+if __name__ == "__main__":
+    main()
