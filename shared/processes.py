@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -89,8 +89,13 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait(5)
 
 
-def start_redis(port: int, workdir: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A throwaway redis-server on 127.0.0.1:`port`, without persistence."""
+def start_redis(
+    port: int, workdir: Path, log: Path | None = None, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server on 127.0.0.1:`port`, without persistence unless `extra` says.
+
+    `extra` are more `--option value` arguments; later ones win (e.g. `--appendonly yes`).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         redis_server_binary(),
@@ -104,6 +109,7 @@ def start_redis(port: int, workdir: Path, log: Path | None = None) -> subprocess
         "no",
         "--dir",
         str(workdir),
+        *extra,
     ]
     proc = spawn(argv, log=log)
     wait_until(lambda: not port_is_free(port), 10.0, f"redis-server on port {port}", proc)

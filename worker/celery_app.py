@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 from redis import Redis
 
 from shared.celery_app import create_celery
@@ -12,10 +13,12 @@ from shared.logs import configure_logging
 from shared.settings import get_settings
 from worker import runtime
 from worker.heartbeat import Heartbeat
+from worker.jobs import JobRecorder
 
 settings = get_settings()
 app = create_celery(settings, include=["worker.tasks"])
 _heartbeat: Heartbeat | None = None
+_recorder: JobRecorder | None = None
 
 
 @signals.setup_logging.connect
@@ -41,3 +44,20 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
 def _stop_heartbeat(**_: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+
+
+@signals.task_failure.connect
+def _record_hard_time_limit(task_id: str, exception: BaseException, **_: Any) -> None:
+    # A hard time limit kills the child before it can record anything: the main process does.
+    # (Soft limits and other failures are recorded by the task itself, in the child.)
+    global _recorder
+    if not isinstance(exception, TimeLimitExceeded):
+        return
+    if _recorder is None:
+        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+        _recorder = JobRecorder(redis, settings.result_ttl)
+    _recorder.fail(
+        task_id,
+        "TimeLimitExceeded",
+        f"the prediction exceeded its hard time limit of {settings.task_time_limit} s",
+    )

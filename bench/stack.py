@@ -1,0 +1,149 @@
+"""A private copy of the whole system (Redis, workers, gateway) for drills, soaks and fault tests.
+
+Built on `shared.processes`, like `make run` and the integration fixture; every process leads its
+own process group, so a test can SIGKILL one worker (or one prefork child) and start another.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+from shared import processes
+from shared.jobstore import WORKERS
+
+
+@dataclass
+class Stack:
+    """Processes of one system on free ports, their logs under `workdir`."""
+
+    workdir: Path
+    model_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    redis_args: Sequence[str] = ()
+    password: str | None = None
+    redis_port: int = field(default_factory=processes.free_port)
+    http_port: int = field(default_factory=processes.free_port)
+    redis_proc: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "MLQUEUE_REDIS_URL": self.redis_url,
+            "MLQUEUE_MODEL_DIR": str(self.model_dir),
+            "MLQUEUE_PORT": str(self.http_port),
+            "MLQUEUE_HEARTBEAT_INTERVAL": "0.5",
+            **self.env,
+        }
+
+    @property
+    def redis_url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def redis(self) -> Redis:
+        return Redis.from_url(self.redis_url, socket_timeout=5)
+
+    def start_redis(self) -> None:
+        extra = list(self.redis_args) + (["--requirepass", self.password] if self.password else [])
+        self.redis_proc = processes.start_redis(
+            self.redis_port, self.workdir / "redis", log=self.log("redis"), extra=extra
+        )
+
+    def stop_redis(self) -> None:
+        if self.redis_proc is not None:
+            processes.stop(self.redis_proc)
+            self.redis_proc = None
+
+    def start_worker(self, name: str = "w1", concurrency: int = 2, wait: bool = True) -> float:
+        """Start a worker; returns the time (monotonic) it was started."""
+        argv = [*processes.worker_argv(concurrency), "-n", f"{name}@%h"]
+        started = time.monotonic()
+        proc = processes.spawn(argv, self.env, log=self.log(f"worker-{name}"))
+        self.workers[name] = proc
+        if wait:
+            node = f"{name}@{os.uname().nodename}"
+            processes.wait_until(
+                lambda: self.redis().zscore(WORKERS, node) is not None, 60, f"worker {node}", proc
+            )
+        return started
+
+    def kill_worker(self, name: str = "w1") -> None:
+        """SIGKILL a worker's whole process group: main process and prefork children."""
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def start_gateway(self) -> None:
+        self.gateway = processes.spawn(processes.gateway_argv(), self.env, log=self.log("gateway"))
+        processes.wait_until(self._gateway_up, 60, "gateway", self.gateway)
+
+    def _gateway_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self, workers: int = 1, concurrency: int = 2) -> Stack:
+        self.start_redis()
+        for i in range(workers):
+            self.start_worker(f"w{i + 1}", concurrency)
+        self.start_gateway()
+        return self
+
+    def stop(self) -> None:
+        for proc in [self.gateway, *self.workers.values(), self.redis_proc]:
+            if proc is not None:
+                processes.stop(proc)
+        self.workers.clear()
+        self.gateway = self.redis_proc = None
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (a worker's prefork processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of one process in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process plus its direct children (a worker and its prefork pool)."""
+    return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
