@@ -32,6 +32,16 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+## Fault drill: kill workers and Redis under load; exits non-zero if any accepted job is lost
+drill: $(VENV)/.dev-installed
+	$(PY) -m bench.drill $(ARGS)
+
+## Soak: CLIENTS concurrent clients for DURATION seconds, every result checked, RSS drift reported
+CLIENTS  ?= 64
+DURATION ?= 60
+soak: $(VENV)/.dev-installed
+	$(PY) -m bench.soak --clients $(CLIENTS) --duration $(DURATION) $(ARGS)
+
 ## Train a new version of the demo model
 train: $(VENV)/.run-installed
 	$(PY) -m worker.train

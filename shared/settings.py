@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -28,14 +28,15 @@ class Settings(BaseSettings):
     `rediss://` and passwords work; the URL is a secret so it never lands in logs."""
     result_backend_url: SecretStr | None = None
     """Celery result backend; defaults to `redis_url`."""
-    visibility_timeout: int = Field(300, ge=1)
+    visibility_timeout: int = Field(12, ge=1)
     """Seconds before Redis redelivers an unacknowledged message (e.g. after a whole worker died).
-    Must exceed the longest task (`task_time_limit`), or a slow task runs twice."""
-    unacked_restore_interval: float = Field(2.0, gt=0)
+    Must exceed the longest task (`task_time_limit`), or a slow task runs twice; it also bounds
+    how long the jobs of a dead worker wait (about this plus `unacked_restore_interval`)."""
+    unacked_restore_interval: float = Field(1.0, gt=0)
     """Seconds between a worker's sweeps for messages whose visibility timeout has passed."""
-    task_soft_time_limit: int = Field(60, ge=1)
+    task_soft_time_limit: int = Field(8, ge=1)
     """Seconds before a running prediction is asked to stop (it then fails cleanly)."""
-    task_time_limit: int = Field(90, ge=1)
+    task_time_limit: int = Field(10, ge=1)
     """Seconds before a running prediction's process is killed."""
     result_ttl: int = Field(86_400, ge=60)
     """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
@@ -107,6 +108,16 @@ class Settings(BaseSettings):
                 )
             return digests
         return value
+
+    @model_validator(mode="after")
+    def _limits_fit_the_visibility_timeout(self) -> Settings:
+        # A task still running when its message becomes visible again runs twice at once.
+        if not self.task_soft_time_limit <= self.task_time_limit < self.visibility_timeout:
+            raise ValueError(
+                "need task_soft_time_limit <= task_time_limit < visibility_timeout, got "
+                f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout}"
+            )
+        return self
 
     @property
     def backend_url(self) -> str:

@@ -6,6 +6,9 @@ import logging
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
+from redis.retry import Retry
 from threadpoolctl import threadpool_limits
 
 from shared.errors import ServiceError
@@ -15,6 +18,7 @@ from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
+STORE_RETRIES = 10  # about 4 s of backoff in all
 
 
 @dataclass
@@ -28,7 +32,13 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         """Connect to Redis and open the registry (cheap; models load on `warm` or first use)."""
-        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
+        # Ride out a Redis restart of a few seconds inside the job instead of failing it.
+        redis = Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STORE_RETRIES),
+            retry_on_error=[ConnectionError, TimeoutError],
+        )
         registry = Registry(settings.model_dir, settings.default_model)
         return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry))
 
