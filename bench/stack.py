@@ -72,7 +72,9 @@ class Stack:
             processes.stop(self.redis_proc)
             self.redis_proc = None
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2, wait: bool = True) -> float:
+    def start_worker(
+        self, name: str = "w1", concurrency: int | None = 2, wait: bool = True
+    ) -> float:
         """Start a worker; returns the time (monotonic) it was started."""
         argv = [*processes.worker_argv(concurrency), "-n", f"{name}@%h"]
         started = time.monotonic()
@@ -101,7 +103,7 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def start(self, workers: int = 1, concurrency: int = 2) -> Stack:
+    def start(self, workers: int = 1, concurrency: int | None = 2) -> Stack:
         self.start_redis()
         for i in range(workers):
             self.start_worker(f"w{i + 1}", concurrency)
