@@ -241,7 +241,7 @@ async def _outage_load(
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
         tasks = [asyncio.create_task(client(i, http)) for i in range(8)]
         await asyncio.sleep(2.0)
-        before = len(accepted)
+        before, answered_before = len(accepted), Counter(statuses)
         assert stack.redis_proc is not None
         pid = stack.redis_proc.pid
         os.kill(pid, signal.SIGKILL if crash else signal.SIGSTOP)
@@ -249,6 +249,7 @@ async def _outage_load(
         went_down = time.monotonic()
         await asyncio.sleep(outage)
         during = Counter(statuses)
+        during.subtract(answered_before)
         if crash:
             stack.redis_proc.wait(5)
             stack.start_redis()  # same port, same dir: the AOF is replayed
