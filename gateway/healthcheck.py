@@ -22,11 +22,10 @@ def healthz_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}/healthz"
 
 
-def main() -> int:
-    """0 when `/healthz` answers 200 within 3 s, else 1 (Docker's "unhealthy")."""
-    url = healthz_url(get_settings())
+def probe(url: str, timeout: float = 3.0) -> int:
+    """0 when `url` answers 200 within `timeout` s, else 1 (Docker's "unhealthy")."""
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - http URL built above
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http only
             return 0 if response.status == 200 else 1
     except OSError as exc:
         print(f"healthcheck: {url}: {exc}", file=sys.stderr)
@@ -34,4 +33,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(probe(healthz_url(get_settings())))
