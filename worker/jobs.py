@@ -48,7 +48,7 @@ class JobRecorder:
         succeeded: Mapping[str, list[float]],
         failed: Mapping[str, tuple[str, str]],
     ) -> None:
-        """Store predictions and (error type, message) pairs in one round trip, then wake waiters."""
+        """Store predictions and (error type, message) pairs in one trip, then wake waiters."""
         if not succeeded and not failed:
             return
         with self.redis.pipeline(transaction=False) as pipe:
