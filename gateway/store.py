@@ -53,7 +53,7 @@ class JobStore:
 
     async def _fields(self, job_id: str, owner: str, names: tuple[str, ...]) -> dict[str, Any]:
         # execute_command: redis-py's `hmget` wrapper inspects its arguments on every call.
-        values = await self.redis.execute_command(
+        values = await self.redis.execute_command(  # type: ignore[no-untyped-call]
             "HMGET", jobstore.job_key(job_id), *names, "owner"
         )
         fields = dict(zip((*names, "owner"), values, strict=True))
