@@ -47,17 +47,20 @@ def _stop_heartbeat(**_: Any) -> None:
 
 
 @signals.task_failure.connect
-def _record_hard_time_limit(task_id: str, exception: BaseException, **_: Any) -> None:
-    # A hard time limit kills the child before it can record anything: the main process does.
-    # (Soft limits and other failures are recorded by the task itself, in the child.)
+def _record_hard_time_limit(
+    task_id: str, exception: BaseException, kwargs: dict[str, Any] | None = None, **_: Any
+) -> None:
+    # A hard time limit kills the child before it can record anything: the main process does,
+    # for the task's job or for every job of a batch message. (Soft limits and other failures
+    # are recorded by the task itself, in the child; final states are sticky either way.)
     global _recorder
     if not isinstance(exception, TimeLimitExceeded):
         return
     if _recorder is None:
         redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
         _recorder = JobRecorder(redis, settings.result_ttl)
-    _recorder.fail(
-        task_id,
-        "TimeLimitExceeded",
-        f"the prediction exceeded its hard time limit of {settings.task_time_limit} s",
-    )
+    jobs = (kwargs or {}).get("jobs")
+    job_ids = [str(job["id"]) for job in jobs] if isinstance(jobs, list) else [task_id]
+    message = f"the prediction exceeded its hard time limit of {settings.task_time_limit} s"
+    for job_id in job_ids:
+        _recorder.fail(job_id, "TimeLimitExceeded", message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
@@ -16,6 +17,7 @@ from shared.registry import Registry
 from shared.settings import Settings, get_settings
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
+from worker.sklearn_model import SklearnModel
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 10  # about 4 s of backoff in all
@@ -39,8 +41,9 @@ class Runtime:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STORE_RETRIES),
             retry_on_error=[ConnectionError, TimeoutError],
         )
-        registry = Registry(settings.model_dir, settings.default_model)
-        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry))
+        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
+        loader = partial(SklearnModel.load, fast=settings.fast_predict)
+        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
 
     def warm(self) -> None:
         """Load the default model now, so the first task does not pay for it."""

@@ -25,7 +25,7 @@ N_FEATURES = 10
 
 
 class Sleepy:
-    """Sleeps `seconds` before predicting; writes its pid to `pidfile` when it starts."""
+    """Sleeps `seconds` before predicting; appends its pid to `pidfile` at each call."""
 
     n_features_in_ = N_FEATURES
 
@@ -36,7 +36,8 @@ class Sleepy:
 
     def predict(self, X: Any) -> Any:
         if self.pidfile:
-            Path(self.pidfile).write_text(str(os.getpid()))
+            with Path(self.pidfile).open("a") as calls:
+                calls.write(f"{os.getpid()}\n")
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
             try:
