@@ -13,7 +13,7 @@ from gateway import errors
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.queue import JobQueue
-from gateway.routes import health, jobs, legacy, models
+from gateway.routes import csv_jobs, health, jobs, legacy, models
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for router in (jobs.router, models.router, health.router, legacy.router):
+    for router in (jobs.router, csv_jobs.router, models.router, health.router, legacy.router):
         app.include_router(router)
     app.add_middleware(
         BodyLimit,

@@ -4,9 +4,14 @@
     kwargs: `rows: list[list[float]]`, `model: str = "default"`
     returns: `{"predictions": [float, ...], "model": "<name>", "version": "<v>"}`
     fails with `InvalidInput` (bad rows), `ModelNotFound` or `ModelError`.
+
+`mlqueue.score_chunk` (queue `mlqueue`; internal: sent by the gateway for bulk CSV jobs)
+    kwargs: `job_id`, `index`, `first_line`, `rows`, `model` ("name:version"), `layout`, `on_error`
+    (see `shared.csvjobs.task_kwargs`); the chunk's bytes travel by reference, in Redis.
 """
 
 from typing import Final
 
 QUEUE: Final = "mlqueue"
 PREDICT: Final = "mlqueue.predict"
+SCORE_CHUNK: Final = "mlqueue.score_chunk"

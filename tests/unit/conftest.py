@@ -20,6 +20,8 @@ from gateway.queue import JobQueue
 from gateway.store import JobStore
 from shared.registry import Registry
 from shared.settings import Settings
+from shared.tasks import SCORE_CHUNK
+from worker.csv_chunks import score_chunk
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
 from worker.predict import run_job
@@ -58,7 +60,10 @@ class FakeCelery:
         if self.run:
             # The job record says what failed, as with a real worker.
             with contextlib.suppress(Exception):
-                run_job(self.runtime, task_id, kwargs["rows"], kwargs["model"])
+                if name == SCORE_CHUNK:
+                    score_chunk(self.runtime, **kwargs)
+                else:
+                    run_job(self.runtime, task_id, kwargs["rows"], kwargs["model"])
 
 
 @pytest.fixture
