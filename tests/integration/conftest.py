@@ -5,6 +5,7 @@ Each is started once per session on free ports and stopped at the end; waits are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -30,6 +31,7 @@ class System:
     worker_log: Path
     workdir: Path
     worker: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)
@@ -47,9 +49,9 @@ class System:
         return self.worker
 
 
-@pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
-    workdir = tmp_path_factory.mktemp("system")
+@contextlib.contextmanager
+def running_system(workdir: Path, model_dir: Path, **settings: str) -> Iterator[System]:
+    """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after."""
     redis_port, http_port = processes.free_port(), processes.free_port()
     redis = processes.start_redis(redis_port, workdir / "redis", log=workdir / "redis.log")
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -62,11 +64,13 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         "MLQUEUE_VISIBILITY_TIMEOUT": "8",
         "MLQUEUE_TASK_SOFT_TIME_LIMIT": "5",
         "MLQUEUE_TASK_TIME_LIMIT": "7",
+        **{f"MLQUEUE_{k.upper()}": v for k, v in settings.items()},
     }
     system = System(
         redis_url, f"http://127.0.0.1:{http_port}", env, workdir / "worker.log", workdir
     )
     gateway = processes.spawn(processes.gateway_argv(), env, log=workdir / "gateway.log")
+    system.gateway = gateway
     try:
         system.start_worker()
         processes.wait_until(lambda: _ready(system.base_url), 60, "gateway /readyz", gateway)
@@ -75,6 +79,25 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         for proc in (gateway, system.worker, redis):
             if proc is not None:
                 processes.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("system"), model_dir) as system:
+        yield system
+
+
+@pytest.fixture(scope="module")
+def csv_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    """A second system whose CSV chunks are 100 lines and uploads at most 4 MiB, so that small
+    files make many chunks and the size limit is cheap to pass."""
+    with running_system(
+        tmp_path_factory.mktemp("csv-system"),
+        model_dir,
+        csv_chunk_rows="100",
+        max_upload_bytes=str(4 * 1024 * 1024),
+    ) as system:
+        yield system
 
 
 def _ready(base_url: str) -> bool:
