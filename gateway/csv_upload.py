@@ -236,7 +236,7 @@ class CsvUpload:
             on_error=self.on_error,
             id_column=self.id_column or "",
         )
-        await self.jobs.create(record)
+        await self.jobs.create_many([record])
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)

@@ -57,9 +57,7 @@ async def get_result(
 ) -> JobResult | JSONResponse | StreamingResponse:
     """The predictions, one per input row in order (for a CSV job a `text/csv` stream: the id
     column when one was named, then `prediction`); `?wait=S` returns as soon as the job ends."""
-    if wait > 0:
-        await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
-    view, predictions = await queue.store.result(job_id, owner)
+    view, predictions = await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
     if view.kind == "csv" and view.status is JobStatus.SUCCEEDED:
         return await _csv_result(queue, job_id)
     if view.status is JobStatus.SUCCEEDED and predictions is not None:

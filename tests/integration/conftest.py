@@ -1,6 +1,8 @@
 """The real system for integration tests: redis-server, a Celery worker and uvicorn, as processes.
 
 Each is started once per session on free ports and stopped at the end; waits are bounded.
+`MLQUEUE_TEST_REDIS_URL=redis://host:port/db` makes them use that (throwaway) Redis instead of
+starting one: CI's Redis service container, the test compose's `redis`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -31,7 +34,6 @@ class System:
     worker_log: Path
     workdir: Path
     worker: subprocess.Popen[bytes] | None = None
-    gateway: subprocess.Popen[bytes] | None = None
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)
@@ -50,11 +52,13 @@ class System:
 
 
 @contextlib.contextmanager
-def running_system(workdir: Path, model_dir: Path, **settings: str) -> Iterator[System]:
-    """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after."""
-    redis_port, http_port = processes.free_port(), processes.free_port()
-    redis = processes.start_redis(redis_port, workdir / "redis", log=workdir / "redis.log")
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+def running_system(
+    workdir: Path, model_dir: Path, db_offset: int = 0, **settings: str
+) -> Iterator[System]:
+    """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after.
+    `db_offset` keeps a second system on a given Redis apart from the first."""
+    http_port = processes.free_port()
+    redis, redis_url = _redis(workdir, db_offset)
     env = {
         "MLQUEUE_REDIS_URL": redis_url,
         "MLQUEUE_MODEL_DIR": str(model_dir),
@@ -70,7 +74,6 @@ def running_system(workdir: Path, model_dir: Path, **settings: str) -> Iterator[
         redis_url, f"http://127.0.0.1:{http_port}", env, workdir / "worker.log", workdir
     )
     gateway = processes.spawn(processes.gateway_argv(), env, log=workdir / "gateway.log")
-    system.gateway = gateway
     try:
         system.start_worker()
         processes.wait_until(lambda: _ready(system.base_url), 60, "gateway /readyz", gateway)
@@ -94,10 +97,27 @@ def csv_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Ite
     with running_system(
         tmp_path_factory.mktemp("csv-system"),
         model_dir,
+        db_offset=1,
         csv_chunk_rows="100",
         max_upload_bytes=str(4 * 1024 * 1024),
     ) as system:
         yield system
+
+
+def _redis(workdir: Path, db_offset: int = 0) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A redis-server started for the system, or none when MLQUEUE_TEST_REDIS_URL names one
+    (then database `db + db_offset` of it)."""
+    given = os.environ.get("MLQUEUE_TEST_REDIS_URL")
+    if given:
+        url = urlsplit(given)
+        db = (int(url.path.strip("/") or 0) + db_offset) % 16
+        given = urlunsplit(url._replace(path=f"/{db}"))
+        with Redis.from_url(given, socket_timeout=5) as client:
+            client.ping()  # fail fast, and clearly, on a wrong URL
+        return None, given
+    port = processes.free_port()
+    proc = processes.start_redis(port, workdir / "redis", log=workdir / "redis.log")
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def _ready(base_url: str) -> bool:
