@@ -14,6 +14,8 @@ import asyncio
 import codecs
 import contextlib
 import csv
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, 
 TEXT_CHECK_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 1024
 OPTIONS = ("model", "id_column", "on_error", "ignore_extra")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,6 +124,7 @@ class CsvUpload:
         self._head = b""
         self._chunker: Chunker | None = None
         self._done_seen = 0
+        self._started = 0.0
         self.info: ModelInfo
         self.layout: Layout
         self.id_column: str | None = None
@@ -130,6 +134,7 @@ class CsvUpload:
     async def run(self, content_type: str, body: AsyncIterator[bytes]) -> JobAccepted:
         """Read the whole body; returns the accepted job (or raises, leaving nothing behind)."""
         multipart = Multipart(boundary_of(content_type))
+        self._started = time.perf_counter()
         try:
             async for block in body:
                 for event, value in multipart.feed(block):
@@ -283,6 +288,18 @@ class CsvUpload:
         )
         if status not in JobStatus.__members__.values():
             raise JobConflict(f"job {self.job_id} expired during the upload", job_id=self.job_id)
+        log.info(
+            "csv upload accepted",
+            extra={
+                "job_id": self.job_id,
+                "model": self.info.name,
+                "version": self.info.version,
+                "rows": self._chunker.rows_total,
+                "chunks": self._chunker.chunks_total,
+                "status": status,
+                "duration_ms": round(1000 * (time.perf_counter() - self._started), 1),
+            },
+        )
         return JobAccepted(
             job_id=self.job_id,
             status=JobStatus(status),

@@ -268,6 +268,7 @@ def test_the_cli_scores_a_file(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    assert "500 predictions written to" in done.stderr
     out = list(csv.reader(io.StringIO(target.read_text())))
     assert out[0] == ["prediction"]
     assert [float(r[0]) for r in out[1:]] == predict(estimator, rows[:500])
@@ -281,5 +282,6 @@ def test_the_cli_scores_a_file(
         text=True,
         timeout=120,
     )
-    assert bad.returncode != 0
-    assert "line 322, column 2 (sex)" in bad.stderr
+    assert bad.returncode == 1
+    assert "line 322, column 2 (sex): non-numeric value" in bad.stderr
+    assert "Traceback" not in bad.stderr
