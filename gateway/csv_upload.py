@@ -1,8 +1,7 @@
 """Stream a multipart CSV upload into stored, enqueued chunks: one chunk in memory, none on disk.
 
-The body is read block by block from `request.stream()` and fed to python-multipart's push
-parser (already the gateway's form parser, and fast: its part-data state jumps to the next
-boundary with `bytes.find`). The file's first record decides the layout (a header error is a 422
+The body is read block by block from `request.stream()` and fed to a push parser
+(`gateway.multipart`). The file's first record decides the layout (a header error is a 422
 before any job exists); then each chunk is stored in Redis and its task sent as soon as it is cut,
 so workers score while the upload goes on. If the upload fails half-way (413, bad line, client
 gone), the job and its chunks are deleted: the client never received its id.
@@ -18,16 +17,14 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from gateway.csv_store import CsvStore
+from gateway.multipart import Multipart, boundary_of
 from gateway.store import JobStore
 from shared import csvjobs, jobstore
 from shared.chunks import BOM, Chunk, Chunker, split_first
@@ -43,61 +40,6 @@ TEXT_CHECK_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 1024
 OPTIONS = ("model", "id_column", "on_error", "ignore_extra")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Multipart:
-    """python-multipart's callbacks, collected as (event, value) pairs per block fed."""
-
-    boundary: bytes
-    events: list[tuple[str, Any]] = field(default_factory=list)
-    _header: bytes = b""
-    _value: bytes = b""
-    _disposition: bytes = b""
-
-    def __post_init__(self) -> None:
-        self.parser = MultipartParser(
-            self.boundary,
-            {
-                "on_part_data": lambda d, s, e: self.events.append(("data", d[s:e])),
-                "on_part_end": lambda: self.events.append(("end", None)),
-                "on_header_field": self._on_field,
-                "on_header_value": self._on_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
-            },
-        )
-
-    def feed(self, block: bytes) -> list[tuple[str, Any]]:
-        """The events that `block` completes."""
-        self.parser.write(block)
-        events, self.events = self.events, []
-        return events
-
-    def _on_field(self, data: bytes, start: int, end: int) -> None:
-        self._header += data[start:end]
-
-    def _on_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _on_header_end(self) -> None:
-        if self._header.lower() == b"content-disposition":
-            self._disposition = self._value
-        self._header = self._value = b""
-
-    def _on_headers_finished(self) -> None:
-        _, params = parse_options_header(self._disposition)
-        name = params.get(b"name", b"").decode("utf-8", "replace")
-        self.events.append(("part", name))
-        self._disposition = b""
-
-
-def boundary_of(content_type: str) -> bytes:
-    """The multipart boundary, or a 415 for any other body."""
-    kind, params = parse_options_header(content_type)
-    if kind != b"multipart/form-data" or not params.get(b"boundary"):
-        raise HTTPException(415, "expected multipart/form-data with the CSV in a field `file`")
-    return params[b"boundary"]
 
 
 class CsvUpload:
