@@ -152,7 +152,15 @@ def score(
     }
     with _progress() as bars:
         sending = bars.add_task("upload", total=source.stat().st_size)
-        job = client.upload_csv(source, options, lambda n: bars.advance(sending, n))
+        try:
+            job = client.upload_csv(source, options, lambda n: bars.advance(sending, n))
+        except (httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            # The gateway answers a refusal (413 above its upload limit) before the body has
+            # been sent, then closes the connection: the client only sees its write fail.
+            raise Failed(
+                f"the gateway closed the connection during the upload ({exc}); the file may "
+                "exceed its upload limit (MLQUEUE_MAX_UPLOAD_BYTES)"
+            ) from exc
         scoring = bars.add_task("scoring", total=job.get("n_rows"))
         view = client.wait(job["job_id"], lambda v: _show(bars, scoring, v))
         if view["status"] != "succeeded":

@@ -285,3 +285,13 @@ def test_the_cli_scores_a_file(
     assert bad.returncode == 1
     assert "line 322, column 2 (sex): non-numeric value" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+    source.write_bytes(to_csv(rows) * 25)  # over the 4 MiB upload limit
+    big = subprocess.run(
+        [*cli, "score", str(source), "-o", str(tmp_path / "big.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert big.returncode == 1
+    assert "413" in big.stderr or "upload limit" in big.stderr
