@@ -15,7 +15,7 @@ from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.queue import JobQueue
-from gateway.routes import health, jobs, legacy, models
+from gateway.routes import csv_jobs, health, jobs, legacy, models
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue_depth = QueueDepth(settings.max_queue_depth)
     errors.install(app)
     # Every router but the probes needs an API key when keys are configured.
-    for router in (jobs.router, models.router, legacy.router):
+    for router in (jobs.router, csv_jobs.router, models.router, legacy.router):
         app.include_router(router, dependencies=[Depends(deps.get_owner)], responses=UNAUTHORIZED)
     app.include_router(health.router)
     app.add_middleware(

@@ -16,7 +16,7 @@ from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks"])
+app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks"])
 _heartbeat: Heartbeat | None = None
 _recorder: JobRecorder | None = None
 
@@ -51,16 +51,20 @@ def _record_hard_time_limit(
     task_id: str, exception: BaseException, kwargs: dict[str, Any] | None = None, **_: Any
 ) -> None:
     # A hard time limit kills the child before it can record anything: the main process does,
-    # for the task's job or for every job of a batch message. (Soft limits and other failures
-    # are recorded by the task itself, in the child; final states are sticky either way.)
+    # for the task's job, a CSV chunk's job, or every job of a batch message. (Soft limits and
+    # other failures are recorded by the task itself, in the child; final states are sticky.)
     global _recorder
     if not isinstance(exception, TimeLimitExceeded):
         return
     if _recorder is None:
         redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
         _recorder = JobRecorder(redis, settings.result_ttl)
-    jobs = (kwargs or {}).get("jobs")
-    job_ids = [str(job["id"]) for job in jobs] if isinstance(jobs, list) else [task_id]
+    kwargs = kwargs or {}
+    jobs = kwargs.get("jobs")  # a batch message of JSON jobs
+    if isinstance(jobs, list):
+        job_ids = [str(job["id"]) for job in jobs]
+    else:  # a CSV chunk names its job; a direct task is its own job
+        job_ids = [str(kwargs.get("job_id", task_id))]
     message = f"the prediction exceeded its hard time limit of {settings.task_time_limit} s"
     for job_id in job_ids:
         _recorder.fail(job_id, "TimeLimitExceeded", message)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Reject
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.tasks import PREDICT, PREDICT_BATCH
 from worker.celery_app import app
 from worker.predict import run_batch, run_job
+from worker.requeue import requeue_if_redis_is_away
 from worker.runtime import runtime
 
 
@@ -30,17 +26,3 @@ def predict_batch(jobs: list[dict[str, Any]], model: str) -> dict[str, int]:
     """Several gateway jobs in one message (see `shared.tasks.PREDICT_BATCH`)."""
     with requeue_if_redis_is_away():
         return run_batch(runtime(), jobs, model)
-
-
-@contextmanager
-def requeue_if_redis_is_away() -> Iterator[None]:
-    """Turn a Redis connection error into a requeue of the message.
-
-    Redis went away mid-job: a failure would ack the message and lose the job. Hand it back
-    instead (or, if Redis is still down, leave it unacked for the visibility timeout); the job
-    store's sticky states make the second run safe.
-    """
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc

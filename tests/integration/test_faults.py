@@ -27,6 +27,7 @@ from tests.integration.models import Exploding, Sleepy, add_model, row_sums
 
 pytestmark = pytest.mark.integration
 ROWS = [[0.5 * i + j for j in range(10)] for i in range(4)]
+FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 
 @pytest.fixture(scope="module")
@@ -228,11 +229,25 @@ def test_every_key_expires_but_the_queue_and_kombus_bookkeeping(
 ) -> None:
     job_id = submit(http, ROWS)
     assert http.get(f"/v1/jobs/{job_id}/result", params={"wait": 20}).status_code == 200
+    # A CSV job too, with a bad line skipped: its chunk, id and error keys must expire as well.
+    lines = ["id," + ",".join(FEATURES)] + [
+        f"r{i}," + ",".join("0.01" for _ in FEATURES) for i in range(5)
+    ]
+    csv = "\n".join([*lines, "bad,x" + ",0" * 9]).encode()
+    response = http.post(
+        "/v1/jobs/csv",
+        params={"id_column": "id", "on_error": "skip"},
+        files={"file": ("in.csv", csv, "text/csv")},
+    )
+    assert response.status_code == 202, response.text
+    csv_id = response.json()["job_id"]
+    assert http.get(f"/v1/jobs/{csv_id}/result", params={"wait": 20}).status_code == 200
     redis = system.redis()
     # Kombu acks (removes the unacked entry) just after the task's result is stored.
     wait_for(lambda: redis.hlen("unacked") == 0, timeout=10)
     keys = sorted(k.decode() for k in redis.scan_iter(count=1000))
     assert jobstore.job_key(job_id) in keys
+    assert [k for k in keys if k.startswith(f"{jobstore.job_key(csv_id)}:")]  # its chunk keys
     # Gateway jobs travel in batch messages, whose result Celery does not store; tasks sent
     # directly (earlier tests) have their `celery-task-meta-*` keys.
     assert any(k.startswith("celery-task-meta-") for k in keys)

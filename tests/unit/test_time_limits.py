@@ -1,5 +1,5 @@
 """Time limits in batch messages: a soft limit fails every live job once; a hard limit is
-recorded by the worker's main process for every job of the message."""
+recorded by the worker's main process for every job of the message (or a CSV chunk's job)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_a_soft_limit_in_a_batch_fails_each_job_and_stops(runtime: Runtime) -> N
     [
         ("m1", {"jobs": [{"id": "a", "rows": [ROW]}, {"id": "b", "rows": [ROW]}]}, ["a", "b"]),
         ("a", {"rows": [ROW], "model": "demo"}, ["a"]),
+        ("chunk-message", {"job_id": "b", "index": 3, "rows": 10}, ["b"]),
     ],
 )
 def test_a_hard_limit_fails_every_job_of_the_message(
