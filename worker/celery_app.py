@@ -11,10 +11,11 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from worker import runtime
+from worker import kombu_patch, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 
+kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
 app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks"])
 _heartbeat: Heartbeat | None = None

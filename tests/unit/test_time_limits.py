@@ -3,7 +3,7 @@ recorded by the worker's main process for every job of the message (or a CSV chu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -61,3 +61,27 @@ def test_a_hard_limit_fails_every_job_of_the_message(
     submitted(runtime, "c")
     celery_app._record_hard_time_limit(task_id="c", exception=ValueError("x"), kwargs={})
     assert outcome(runtime, "c")[0] == "queued"
+
+
+def test_a_lost_connection_while_handing_back_messages_is_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from worker import kombu_patch
+
+    kombu_patch.apply()
+    kombu_patch.apply()  # idempotent
+    assert kombu_redis.QoS.restore_unacked.patched  # type: ignore[attr-defined]
+
+    class GoneChannel:
+        def conn_or_acquire(self, client: object = None) -> object:
+            raise AttributeError("'NoneType' object has no attribute 'hostname'")
+
+    class FakeQoS:
+        channel = GoneChannel()
+        _delivered: ClassVar[dict[str, object]] = {"tag": object()}
+
+    assert kombu_redis.QoS.restore_unacked(FakeQoS()) is None  # type: ignore[arg-type]
+    assert "visibility timeout" in caplog.text
+    assert FakeQoS._delivered  # left alone: Redis still holds them as unacked
