@@ -88,10 +88,15 @@ class Drill:
 def check_all(
     http: httpx.Client, drill: Drill, jobs: dict[str, tuple[list[list[float]], str]], out: Outcome
 ) -> float:
-    """Wait for every job; count completed, wrong and lost; returns when the last one ended."""
+    """Wait for every job; count completed, wrong and lost; returns when the last one ended.
+
+    The waits share one deadline (60 s), so a stuck system fails the drill instead of hanging it.
+    """
     last = time.monotonic()
+    deadline = last + 60
     for job_id, (rows, model) in jobs.items():
-        response = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30})
+        wait = max(0.0, min(30.0, deadline - time.monotonic()))
+        response = http.get(f"/v1/jobs/{job_id}/result", params={"wait": wait})
         if response.status_code == 200:
             out.completed += 1
             last = time.monotonic()
@@ -265,6 +270,10 @@ async def _outage_load(
         stop.set()
         await asyncio.gather(*tasks)
     out.accepted = len(accepted)
+    alive = [name for name, proc in stack.workers.items() if proc.poll() is None]
+    out.figures["worker survived"] = "yes" if alive else "NO"
+    if not alive:
+        out.problems.append("the worker exited during the outage")
     with httpx.Client(base_url=stack.base_url, timeout=40) as sync:
         check_all(sync, drill, accepted, out)
     out.figures.update(

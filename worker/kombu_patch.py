@@ -1,47 +1,45 @@
 """A workaround for a kombu Redis-transport crash when Redis dies under a worker.
 
-On a lost broker connection Celery closes the old channel, and kombu then hands the channel's
-unacknowledged messages back to Redis (`QoS.restore_unacked`). When the connection's details are
-already gone this raises `AttributeError: 'NoneType' object has no attribute 'hostname'` (kombu
-`_connparams`), which Celery treats as unrecoverable: the whole worker exits (seen in `make drill`,
-Redis SIGKILLed under load, about one run in four; kombu issues #582 and #970 show the same path).
-Skipping the hand-back is safe: the messages stay in Redis's `unacked` hash, and any worker
-restores them once the visibility timeout has passed.
+On a lost broker connection Celery closes the old channel; kombu then still uses that channel to
+hand its unacknowledged messages back (`QoS.restore_unacked`) or to requeue a rejected message
+(`QoS.reject`). Its connection is gone by then, so kombu's `Channel._connparams` raises
+`AttributeError: 'NoneType' object has no attribute 'hostname'` (or `... 'client'`), which Celery
+treats as unrecoverable: the worker exits, or its consumer stops while the process lives on. Seen
+in `make drill` (Redis SIGKILLed under load, about one run in four); kombu issues #582 and #970
+show the same path.
+
+The patch turns "this channel's connection is gone" into a Redis `ConnectionError`, which is one
+of the transport's connection errors that kombu and Celery already handle at those call sites
+(log, then reconnect). The messages stay in Redis's `unacked` hash, and a worker restores them
+once the visibility timeout has passed.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-log = logging.getLogger(__name__)
 
+def closed_channel_is_a_connection_error(connparams: Callable[..., Any]) -> Callable[..., Any]:
+    """`connparams`, raising `ConnectionError` when the channel's connection is already gone."""
 
-def tolerate_lost_connection(restore: Callable[..., Any]) -> Callable[..., Any]:
-    """`restore`, returning None instead of raising when the connection is already gone."""
+    @functools.wraps(connparams)
+    def _connparams(self: Any, *args: Any, **kwargs: Any) -> Any:
+        connection = self.connection
+        if connection is None or connection.client is None:
+            raise RedisConnectionError("the channel's broker connection is closed")
+        return connparams(self, *args, **kwargs)
 
-    @functools.wraps(restore)
-    def restore_unacked(self: Any, client: Any = None) -> Any:
-        try:
-            return restore(self, client)
-        except AttributeError as exc:
-            log.warning(
-                "broker connection gone before unacknowledged messages could be handed back "
-                "(%s); they return after the visibility timeout",
-                exc,
-            )
-            return None
-
-    restore_unacked.patched = True  # type: ignore[attr-defined]
-    return restore_unacked
+    _connparams.patched = True  # type: ignore[attr-defined]
+    return _connparams
 
 
 def apply() -> None:
     """Install the workaround (idempotent)."""
-    qos = kombu_redis.QoS
-    if not getattr(qos.restore_unacked, "patched", False):
-        qos.restore_unacked = tolerate_lost_connection(qos.restore_unacked)  # type: ignore[method-assign]
+    channel = kombu_redis.Channel
+    if not getattr(channel._connparams, "patched", False):
+        channel._connparams = closed_channel_is_a_connection_error(channel._connparams)  # type: ignore[method-assign]

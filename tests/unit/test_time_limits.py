@@ -3,7 +3,7 @@ recorded by the worker's main process for every job of the message (or a CSV chu
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -63,25 +63,25 @@ def test_a_hard_limit_fails_every_job_of_the_message(
     assert outcome(runtime, "c")[0] == "queued"
 
 
-def test_a_lost_connection_while_handing_back_messages_is_not_fatal(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_channel_whose_connection_is_gone_raises_a_connection_error() -> None:
     from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from worker import kombu_patch
 
     kombu_patch.apply()
     kombu_patch.apply()  # idempotent
-    assert kombu_redis.QoS.restore_unacked.patched  # type: ignore[attr-defined]
+    assert kombu_redis.Channel._connparams.patched  # type: ignore[attr-defined]
 
-    class GoneChannel:
-        def conn_or_acquire(self, client: object = None) -> object:
-            raise AttributeError("'NoneType' object has no attribute 'hostname'")
+    class Closed:
+        connection = None
 
-    class FakeQoS:
-        channel = GoneChannel()
-        _delivered: ClassVar[dict[str, object]] = {"tag": object()}
+    class Released:
+        class connection:
+            client = None
 
-    assert kombu_redis.QoS.restore_unacked(FakeQoS()) is None  # type: ignore[arg-type]
-    assert "visibility timeout" in caplog.text
-    assert FakeQoS._delivered  # left alone: Redis still holds them as unacked
+    for channel in (Closed(), Released()):
+        # A connection error is what kombu and Celery catch at these call sites (then reconnect).
+        with pytest.raises(RedisConnectionError):
+            kombu_redis.Channel._connparams(channel)  # type: ignore[arg-type]
+    assert RedisConnectionError in kombu_redis.Transport.connection_errors
