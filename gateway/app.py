@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 from gateway import errors
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
+from gateway.metrics import MetricsMiddleware
 from gateway.queue import JobQueue
-from gateway.routes import health, jobs, legacy, models
+from gateway.routes import health, jobs, legacy, metrics, models
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -60,13 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for router in (jobs.router, models.router, health.router, legacy.router):
+    for router in (jobs.router, models.router, health.router, legacy.router, metrics.router):
         app.include_router(router)
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         per_path={"/v1/jobs/csv": settings.max_upload_bytes},
     )
+    app.add_middleware(MetricsMiddleware)  # outermost, so that it also counts the 413s
     return app
 
 

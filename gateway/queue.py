@@ -11,6 +11,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from gateway import metrics
 from gateway.events import JobEvents
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -47,6 +48,7 @@ class JobQueue:
         await self.store.create(record)
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         await self._publish(job_id, {"rows": rows, "model": f"{info.name}:{info.version}"})
+        metrics.job_submitted(info.name, "json", len(rows))
         return JobAccepted(
             job_id=job_id,
             status=JobStatus.QUEUED,

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of gateway and worker."""
 
+    # --- Observability ------------------------------------------------------------------
+    metrics_dir: Path | None = None
+    """Where a worker's prefork children write Prometheus metrics for the main process to add up
+    (`PROMETHEUS_MULTIPROC_DIR`); emptied at worker start. Unset: a fresh temporary directory."""
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)
+    """Port of the worker main process's Prometheus endpoint (children summed); 0: off."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Interface the worker's Prometheus endpoint binds (`0.0.0.0` to be scraped from elsewhere)."""
+
     @property
     def backend_url(self) -> str:
         """The result backend URL (the broker's unless set)."""

@@ -10,17 +10,29 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from worker import runtime
+from worker import job_metrics, metrics, runtime
 from worker.heartbeat import Heartbeat
 
 settings = get_settings()
 app = create_celery(settings, include=["worker.tasks"])
 _heartbeat: Heartbeat | None = None
+__all__ = ["app", "job_metrics"]  # job_metrics connects its signal handlers on import
 
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level)
+
+
+@signals.worker_init.connect
+def _setup_metrics(**_: Any) -> None:
+    # In the main process, before the pool forks: children inherit the multiprocess directory.
+    metrics.setup(settings)
+
+
+@signals.worker_process_shutdown.connect
+def _child_exited(pid: int, **_: Any) -> None:
+    metrics.process_exited(pid)
 
 
 @signals.worker_process_init.connect
@@ -35,9 +47,11 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
     _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval)
     _heartbeat.start()
+    metrics.serve(settings)
 
 
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    metrics.shutdown()

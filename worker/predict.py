@@ -9,6 +9,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.errors import JobConflict, ServiceError
+from worker import metrics
 from worker.inference import predict_rows
 from worker.runtime import Runtime
 
@@ -28,7 +29,11 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         info, loaded = rt.models.get(model)
+        predict_started = time.perf_counter()
         predictions = predict_rows(loaded, rows)
+        metrics.observe_predict(
+            info.name, info.version, n_rows, time.perf_counter() - predict_started
+        )
     except ServiceError as exc:
         rt.jobs.fail(job_id, type(exc).__name__, exc.message)
         raise

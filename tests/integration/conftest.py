@@ -29,6 +29,7 @@ class System:
     env: dict[str, str]
     worker_log: Path
     workdir: Path
+    worker_metrics_url: str
     worker: subprocess.Popen[bytes] | None = None
 
     def redis(self) -> Redis:
@@ -51,6 +52,7 @@ class System:
 def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
     workdir = tmp_path_factory.mktemp("system")
     redis_port, http_port = processes.free_port(), processes.free_port()
+    metrics_port = processes.free_port()
     redis = processes.start_redis(redis_port, workdir / "redis", log=workdir / "redis.log")
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     env = {
@@ -62,9 +64,16 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         "MLQUEUE_VISIBILITY_TIMEOUT": "8",
         "MLQUEUE_TASK_SOFT_TIME_LIMIT": "5",
         "MLQUEUE_TASK_TIME_LIMIT": "7",
+        "MLQUEUE_WORKER_METRICS_PORT": str(metrics_port),
+        "MLQUEUE_METRICS_DIR": str(workdir / "metrics"),
     }
     system = System(
-        redis_url, f"http://127.0.0.1:{http_port}", env, workdir / "worker.log", workdir
+        redis_url,
+        f"http://127.0.0.1:{http_port}",
+        env,
+        workdir / "worker.log",
+        workdir,
+        f"http://127.0.0.1:{metrics_port}/metrics",
     )
     gateway = processes.spawn(processes.gateway_argv(), env, log=workdir / "gateway.log")
     try:

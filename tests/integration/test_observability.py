@@ -1,0 +1,82 @@
+"""Metrics and logs of the real system: worker children summed, queue depth, a job's log lines."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import System
+
+pytestmark = pytest.mark.integration
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample called `name` whose labels include `labels`."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def run_jobs(http: httpx.Client, rows: list[list[float]], n: int) -> list[str]:
+    """Submit `n` jobs at once and wait for each to succeed; returns their ids."""
+
+    def one(_: int) -> str:
+        job_id = str(http.post("/v1/jobs", json={"data": rows}).json()["job_id"])
+        result = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
+        assert result.status_code == 200, result.text
+        return job_id
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_worker_metrics_sum_every_child(
+    http: httpx.Client, system: System, diabetes_rows: list[list[float]]
+) -> None:
+    before = httpx.get(system.worker_metrics_url, timeout=5).text
+    n = 12
+    run_jobs(http, diabetes_rows[:7], n)
+    after = httpx.get(system.worker_metrics_url, timeout=5).text
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    ok = {"model": "demo", "version": "1", "outcome": "succeeded"}
+    assert delta("mlqueue_worker_jobs_total", **ok) >= n
+    assert delta("mlqueue_worker_rows_total", **ok) >= 7 * n
+    assert delta("mlqueue_worker_predict_duration_seconds_count", model="demo") >= n
+    assert delta("mlqueue_worker_batch_rows_sum", model="demo") >= 7 * n
+    assert total(after, "mlqueue_worker_model_load_seconds_count", model="demo") >= 1
+    # The children wrote their own files; the main process's endpoint added them up.
+    pids = {p.stem.rsplit("_", 1)[1] for p in Path(system.env["MLQUEUE_METRICS_DIR"]).glob("*.db")}
+    assert len(pids) >= 2
+
+
+def test_gateway_metrics_show_queue_depth_submits_and_latency(
+    http: httpx.Client, diabetes_rows: list[list[float]]
+) -> None:
+    before = http.get("/metrics").text
+    n = 5
+    run_jobs(http, diabetes_rows[:3], n)
+    after = http.get("/metrics")
+    assert after.status_code == 200
+    text = after.text
+
+    def delta(name: str, **labels: str) -> float:
+        return total(text, name, **labels) - total(before, name, **labels)
+
+    assert delta("mlqueue_jobs_submitted_total", model="demo", kind="json") == n
+    assert delta("mlqueue_rows_submitted_total", model="demo", kind="json") == 3 * n
+    post = {"method": "POST", "route": "/v1/jobs"}
+    assert delta("mlqueue_http_requests_total", **post, status="202") == n
+    assert delta("mlqueue_http_request_duration_seconds_count", **post) == n
+    assert delta("mlqueue_http_request_duration_seconds_sum", **post) > 0
+    assert 'mlqueue_queue_depth{queue="mlqueue"}' in text
+    assert total(text, "mlqueue_redis_up") == 1
