@@ -10,18 +10,17 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from worker import job_metrics, metrics, runtime
+from worker import job_events, metrics, runtime
 from worker.heartbeat import Heartbeat
 
 settings = get_settings()
 app = create_celery(settings, include=["worker.tasks"])
 _heartbeat: Heartbeat | None = None
-__all__ = ["app", "job_metrics"]  # job_metrics connects its signal handlers on import
 
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, [job_events.CurrentJobId()])
 
 
 @signals.worker_init.connect

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from pathlib import Path
 
 import httpx
 import pytest
+from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import System
+from tests.integration.conftest import System, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +82,48 @@ def test_gateway_metrics_show_queue_depth_submits_and_latency(
     assert delta("mlqueue_http_request_duration_seconds_sum", **post) > 0
     assert 'mlqueue_queue_depth{queue="mlqueue"}' in text
     assert total(text, "mlqueue_redis_up") == 1
+
+
+MARK = "0.123456789"
+
+
+def lines_of(log: Path, job_id: str) -> list[dict[str, object]]:
+    """Every line of `log` that mentions `job_id`, each of which must be a JSON object."""
+    return [json.loads(line) for line in log.read_text().splitlines() if job_id in line]
+
+
+def test_a_jobs_log_lines_carry_its_id_and_no_row_data(
+    http: httpx.Client, system: System, diabetes_rows: list[list[float]]
+) -> None:
+    rows = [[float(MARK), *row[1:]] for row in diabetes_rows[:5]]
+    job_id = str(http.post("/v1/jobs", json={"data": rows}).json()["job_id"])
+    result = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
+    assert result.status_code == 200
+    predictions = result.json()["data"]
+    app = Celery(broker=system.redis_url, backend=system.redis_url)
+    bad = app.send_task(
+        "mlqueue.predict", kwargs={"rows": [[float(MARK)] * 9 + ["x"]]}, queue="mlqueue"
+    )
+    with pytest.raises(Exception, match="column 9: expected a number, got str"):
+        bad.get(timeout=20)
+    app.close()
+    gateway_log = system.workdir / "gateway.log"
+    wait_for(
+        lambda: any(e.get("event") == "job failed" for e in lines_of(system.worker_log, bad.id))
+    )
+
+    for log in (gateway_log, system.worker_log):
+        text = log.read_text()
+        assert MARK not in text
+        assert not any(repr(p) in text for p in predictions)
+    gateway = lines_of(gateway_log, job_id)
+    [submitted] = [e for e in gateway if e["event"] == "job submitted"]
+    assert submitted == submitted | {"job_id": job_id, "model": "demo", "version": "1", "rows": 5}
+    assert {e.get("path") for e in gateway} >= {f"/v1/jobs/{job_id}/result?wait=20"}
+    worker = {e["event"]: e for e in lines_of(system.worker_log, job_id)}
+    assert worker["job started"]["job_id"] == job_id
+    done = worker["job succeeded"]
+    assert done == done | {"job_id": job_id, "model": "demo", "version": "1", "rows": 5}
+    assert float(str(done["duration_ms"])) > 0
+    failed = next(e for e in lines_of(system.worker_log, bad.id) if e["event"] == "job failed")
+    assert failed == failed | {"job_id": bad.id, "error_type": "InvalidInput", "rows": 1}

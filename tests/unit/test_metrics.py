@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.errors import InvalidInput
 from shared.settings import Settings
 from shared.tasks import PREDICT, QUEUE
-from worker import job_metrics, metrics
+from worker import job_events, metrics
 
 ROW = [0.01 * i for i in range(10)]
 
@@ -139,8 +139,8 @@ def test_task_signals_count_jobs_by_their_outcome(worker_metrics: Path) -> None:
         ("b", "FAILURE", InvalidInput("row 0: column 3: expected a number")),
         ("c", "FAILURE", RuntimeError("boom")),
     ]:
-        job_metrics._task_started(task_id=task_id)
-        job_metrics._task_ended(task_id, task, kwargs, retval, state)
+        job_events._task_started(task_id, task, kwargs)
+        job_events._task_ended(task_id, task, kwargs, retval, state)
     text = collect(worker_metrics)
     jobs = "mlqueue_worker_jobs_total"
     assert value(text, jobs, model="demo", version="1", outcome="succeeded") == 1
@@ -153,7 +153,7 @@ def test_task_signals_count_jobs_by_their_outcome(worker_metrics: Path) -> None:
     failures = "mlqueue_worker_failures_total"
     assert value(text, failures, model="unknown", error_type="InvalidInput") == 1
     assert value(text, failures, model="demo", error_type="RuntimeError") == 1
-    assert not job_metrics._started
+    assert not job_events._started
 
 
 def test_worker_observers_are_no_ops_before_setup(monkeypatch: pytest.MonkeyPatch) -> None:
