@@ -40,10 +40,10 @@ async def readyz(redis: RedisDep, registry: RegistryDep, settings: SettingsDep) 
         checks["redis"] = "unreachable"
         reasons.append("Redis is unreachable")
     try:
-        info = registry.resolve("default")
+        info = registry.resolve(registry.default)
         checks["model"] = f"{info.name}:{info.version}"
     except ServiceError as exc:
-        reasons.append(f"default model unavailable: {exc.message}")
+        reasons.append(f"default model {registry.default!r} unavailable: {exc.message}")
     ready = not reasons
     body = {"status": "ready" if ready else "not ready", "checks": checks, "reasons": reasons}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -11,6 +11,7 @@ import pytest
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared import processes
 from tests.integration.conftest import System, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,3 +128,16 @@ def test_a_jobs_log_lines_carry_its_id_and_no_row_data(
     assert float(str(done["duration_ms"])) > 0
     failed = next(e for e in lines_of(system.worker_log, bad.id) if e["event"] == "job failed")
     assert failed == failed | {"job_id": bad.id, "error_type": "InvalidInput", "rows": 1}
+
+
+def test_readyz_says_no_worker_while_none_runs(http: httpx.Client, system: System) -> None:
+    assert system.worker is not None
+    processes.stop(system.worker)
+    try:
+        wait_for(lambda: http.get("/readyz").status_code == 503, timeout=15)
+        body = http.get("/readyz").json()
+        assert body["reasons"] == ["no worker has sent a heartbeat recently"]
+        assert body["checks"]["redis"] == "ok" and body["checks"]["model"] == "demo:1"
+    finally:
+        system.start_worker()
+    wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15)
