@@ -38,3 +38,7 @@ train: $(VENV)/.run-installed
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+
+## Throughput benchmark: mlqueue vs the article's sync API, naive Celery and in-process predict
+bench: $(VENV)/.dev-installed
+	$(PY) -m bench.bench

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.queue.batcher.close()
             await events.stop()
             celery.close()
             await redis.aclose()

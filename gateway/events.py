@@ -60,7 +60,8 @@ class JobEvents:
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
-                            self._notify(message["data"].decode())
+                            for job_id in message["data"].decode().split("\n"):
+                                self._notify(job_id)
             except (RedisError, OSError) as exc:
                 # Waiters fall back to re-reading the store every second until we are back.
                 log.warning("job events unavailable, retrying: %s", exc)

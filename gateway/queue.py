@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics
+from gateway.batcher import Batcher
 from gateway.events import JobEvents
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -21,7 +23,7 @@ from shared.errors import QueueUnavailable
 from shared.registry import Registry
 from shared.schemas import JobAccepted, JobStatus, JobView
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE
+from shared.tasks import PREDICT_BATCH, QUEUE
 
 log = logging.getLogger(__name__)
 # Fail fast when the broker is away: the client gets a 503 and retries, the gateway never hangs.
@@ -37,6 +39,15 @@ class JobQueue:
     store: JobStore
     events: JobEvents
     celery: Celery
+    batcher: Batcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(
+            self.store,
+            self.publish,
+            max_rows=self.settings.batch_max_rows,
+            max_wait=self.settings.batch_max_wait_ms / 1000,
+        )
 
     async def submit(self, rows: list[list[float]], model: str, owner: str) -> JobAccepted:
         """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
@@ -46,10 +57,9 @@ class JobQueue:
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
-        record["version"] = info.version
-        await self.store.create(record)
         # The version is pinned at submit: a model trained meanwhile does not change this job.
-        await self._publish(job_id, {"rows": rows, "model": f"{info.name}:{info.version}"})
+        record["version"] = info.version
+        await self.batcher.add(record, rows, f"{info.name}:{info.version}")
         metrics.job_submitted(info.name, "json", len(rows))
         log.info(
             "job submitted",
@@ -69,32 +79,34 @@ class JobQueue:
             location=f"/v1/jobs/{job_id}",
         )
 
-    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:
-        """The job's view once it has finished, or after `timeout` seconds, whichever is first."""
+    async def wait(
+        self, job_id: str, owner: str, timeout: float
+    ) -> tuple[JobView, list[float] | None]:
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with self.events.subscription(job_id) as finished:
             while True:
-                view = await self.store.get(job_id, owner)
+                view, predictions = await self.store.result(job_id, owner)
                 remaining = deadline - loop.time()
                 if view.status.finished or remaining <= 0:
-                    return view
+                    return view, predictions
                 # Re-read at least every second, in case an event was missed while reconnecting.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
                 finished.clear()
 
-    async def _publish(self, job_id: str, kwargs: dict[str, object]) -> None:
+    async def publish(self, message_id: str, kwargs: dict[str, Any]) -> None:
+        """Send one batch message (kombu publishes synchronously: off the event loop)."""
         try:
             await run_in_threadpool(
                 self.celery.send_task,
-                PREDICT,
+                PREDICT_BATCH,
                 kwargs=kwargs,
-                task_id=job_id,
+                task_id=message_id,
                 queue=QUEUE,
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )
         except (OperationalError, OSError) as exc:
-            await self.store.delete(job_id)
             raise QueueUnavailable("the job queue is unavailable; retry shortly") from exc

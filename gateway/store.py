@@ -20,17 +20,18 @@ class JobStore:
         self.ttl = ttl
         self._cancel = redis.register_script(jobstore.CANCEL)
 
-    async def create(self, record: dict[str, str]) -> None:
-        """Write a new job's record with its TTL."""
-        key = jobstore.job_key(record["id"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=record)  # type: ignore[arg-type]
-            pipe.expire(key, self.ttl)
+    async def create_many(self, records: list[dict[str, str]]) -> None:
+        """Write new jobs' records with their TTL, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                key = jobstore.job_key(record["id"])
+                pipe.hset(key, mapping=record)  # type: ignore[arg-type]
+                pipe.expire(key, self.ttl)
             await pipe.execute()
 
-    async def delete(self, job_id: str) -> None:
-        """Forget a job (its message could not be sent)."""
-        await self.redis.delete(jobstore.job_key(job_id))
+    async def delete_many(self, job_ids: list[str]) -> None:
+        """Forget jobs whose message could not be sent."""
+        await self.redis.delete(*(jobstore.job_key(job_id) for job_id in job_ids))
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's view; `JobNotFound` when unknown, expired or owned by another caller."""

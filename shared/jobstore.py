@@ -19,7 +19,7 @@ import orjson
 from shared.schemas import JobError, JobStatus, JobView, Progress
 
 PREFIX: Final = "mlqueue"
-EVENTS: Final = f"{PREFIX}:events"
+EVENTS: Final = f"{PREFIX}:events"  # messages: one job id, or several separated by newlines
 WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of its last heartbeat
 
 
@@ -44,8 +44,8 @@ end
 return status
 """
 
-# KEYS[1] job; ARGV: now, ttl, final status, channel, key prefix, then field/value pairs.
-# Writes only over a live job, so a duplicate cannot change a finished one.
+# KEYS[1] job; ARGV: now, ttl, final status, channel ("" = the caller publishes), key prefix,
+# then field/value pairs. Writes only over a live job, so a duplicate cannot change a finished one.
 FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
@@ -53,7 +53,9 @@ if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+end
 return ARGV[3]
 """
 
@@ -117,13 +119,15 @@ def start_args(job_id: str, model: str, n_rows: int, ttl: int) -> list[str]:
     return [now, str(ttl), *_flatten(fresh)]
 
 
-def success_args(version: str, predictions: list[float], ttl: int) -> list[str | bytes]:
+def success_args(
+    version: str, predictions: list[float], ttl: int, publish: bool = True
+) -> list[str | bytes]:
     """Arguments of `FINISH` for a succeeded job."""
     return [
         repr(time.time()),
         str(ttl),
         JobStatus.SUCCEEDED.value,
-        EVENTS,
+        EVENTS if publish else "",
         job_key(""),
         "version",
         version,
@@ -132,13 +136,15 @@ def success_args(version: str, predictions: list[float], ttl: int) -> list[str |
     ]
 
 
-def failure_args(error_type: str, message: str, ttl: int) -> list[str | bytes]:
+def failure_args(
+    error_type: str, message: str, ttl: int, publish: bool = True
+) -> list[str | bytes]:
     """Arguments of `FINISH` for a failed job."""
     return [
         repr(time.time()),
         str(ttl),
         JobStatus.FAILED.value,
-        EVENTS,
+        EVENTS if publish else "",
         job_key(""),
         "error_type",
         error_type,

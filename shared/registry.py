@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,9 +24,13 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 class Registry:
     """Lists, resolves and verifies model versions under one root directory."""
 
-    def __init__(self, root: Path, default: str) -> None:
+    def __init__(self, root: Path, default: str, cache_seconds: float = 0.0) -> None:
         self.root = root
         self.default = default
+        # Serving processes resolve on every job: re-reading the folder once a second is plenty
+        # to notice a newly trained version.
+        self.cache_seconds = cache_seconds
+        self._resolved: dict[str, tuple[float, ModelInfo]] = {}
 
     def names(self) -> list[str]:
         """Model names that have at least one version."""
@@ -43,6 +48,16 @@ class Registry:
 
     def resolve(self, spec: str) -> ModelInfo:
         """The manifest that `spec` ("default", "name" or "name:version") stands for."""
+        now = time.monotonic()
+        cached = self._resolved.get(spec)
+        if cached and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        info = self._resolve(spec)
+        if self.cache_seconds:
+            self._resolved[spec] = (now, info)
+        return info
+
+    def _resolve(self, spec: str) -> ModelInfo:
         name, _, version = spec.partition(":")
         name = self.default if name == "default" else name
         if not _NAME.match(name) or (version and not version.isdigit()):

@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     local_redis_port: int = Field(6379, ge=1, le=65535)
     """Port of the Redis that `make run` starts when `redis_url` is unset (if taken, a free one)."""
 
+    # --- Micro-batching ---------------------------------------------------------------
+    batch_max_rows: int = Field(2000, ge=1)
+    """Most rows the gateway puts into one broker message (several small jobs coalesced)."""
+    batch_max_wait_ms: float = Field(2.0, ge=0)
+    """How long a batch may wait for more jobs while the gateway is busy; an idle gateway sends
+    at once, so this bounds the latency that batching adds."""
+    fast_predict: bool = True
+    """Predict single-output forests tree by tree (identical output, ~12x cheaper per call)."""
+
     # --- Worker -------------------------------------------------------------------------
     worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """Prefork child processes per worker; one per core serves CPU-bound models best."""

@@ -1,6 +1,6 @@
 """The public Celery task contract. Names here are stable: other services enqueue by them.
 
-`mlqueue.predict` (queue `mlqueue`)
+`mlqueue.predict` (queue `mlqueue`, public)
     kwargs: `rows: list[list[float]]`, `model: str = "default"`
     returns: `{"predictions": [float, ...], "model": "<name>", "version": "<v>"}`
     fails with `InvalidInput` (bad rows), `ModelNotFound` or `ModelError`.
@@ -10,3 +10,6 @@ from typing import Final
 
 QUEUE: Final = "mlqueue"
 PREDICT: Final = "mlqueue.predict"
+# Internal: several gateway jobs in one message, `jobs=[{"id": str, "rows": [[...]]}, ...]`,
+# `model="name:version"`; each job keeps its own record, result and error in the job store.
+PREDICT_BATCH: Final = "mlqueue.predict_batch"

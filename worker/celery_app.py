@@ -20,7 +20,7 @@ _heartbeat: Heartbeat | None = None
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(settings.log_level, [job_events.CurrentJobId()])
+    configure_logging(settings.log_level, [job_events.CurrentTaskId()])
 
 
 @signals.worker_init.connect

@@ -1,8 +1,9 @@
-"""Celery signal handlers that log and count each `mlqueue.predict` job as it starts and ends.
+"""Celery signal handlers that log and count each `mlqueue.predict` task as it starts and ends.
 
 Kept outside the task bodies so that the job logic stays free of instrumentation: the task's
-kwargs say how many rows it had, its return value (or exception) what became of it. Log lines
-carry ids, names, counts and timings only, never rows or predictions.
+kwargs say how many rows it had, its return value (or exception) what became of it. Micro-batch
+messages (`mlqueue.predict_batch`) carry many jobs: `run_batch` reports those through
+`worker.observe` itself; here only a batch that failed as a whole is logged.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from celery import signals
 from celery._state import get_current_task
 
-from shared.tasks import PREDICT
-from worker import metrics
+from shared.tasks import PREDICT, PREDICT_BATCH
+from worker import metrics, observe
 
 log = logging.getLogger(__name__)
 _started: dict[str, float] = {}
@@ -25,11 +26,9 @@ _UNTRUSTED_MODEL_ERRORS = {"ModelNotFound", "InvalidInput"}
 
 @signals.task_prerun.connect
 def _task_started(task_id: str, task: Any, kwargs: dict[str, Any], **_: Any) -> None:
-    if task.name != PREDICT:
-        return
     _started[task_id] = time.perf_counter()
-    extra = {"job_id": task_id, "model": str(kwargs.get("model", "default")), "rows": _rows(kwargs)}
-    log.info("job started", extra=extra)
+    if task.name == PREDICT:
+        observe.job_started(task_id, str(kwargs.get("model", "default")), _rows(kwargs))
 
 
 @signals.task_postrun.connect
@@ -37,48 +36,47 @@ def _task_ended(
     task_id: str, task: Any, kwargs: dict[str, Any], retval: Any, state: str, **_: Any
 ) -> None:
     started = _started.pop(task_id, None)
-    if task.name != PREDICT or started is None or state not in ("SUCCESS", "FAILURE"):
+    if started is None or state not in ("SUCCESS", "FAILURE"):
         return
     seconds = time.perf_counter() - started
-    n_rows = _rows(kwargs)
+    if task.name == PREDICT_BATCH and state == "FAILURE":
+        error_type = type(retval).__name__
+        model = str(kwargs.get("model", "")).partition(":")[0]
+        metrics.observe_failure(model, error_type)
+        jobs = kwargs.get("jobs")
+        n_jobs = len(jobs) if isinstance(jobs, list) else 0
+        extra = {"model": model, "jobs": n_jobs, "error_type": error_type}
+        log.error("batch failed", extra={**extra, "duration_ms": round(1000 * seconds, 2)})
+    if task.name != PREDICT:
+        return
     if state == "SUCCESS" and isinstance(retval, dict):
-        # run_job itself logs "job succeeded" (with the model's timings).
         model, version = str(retval.get("model")), str(retval.get("version"))
-        metrics.observe_job(model, version, "succeeded", n_rows, seconds)
+        observe.job_ended(task_id, model, version, _rows(kwargs), seconds)
         return
     error_type = type(retval).__name__
-    spec = str(kwargs.get("model", "default"))
-    metrics.observe_job(*failed_labels(spec, error_type), "failed", n_rows, seconds, error_type)
-    name, _sep, version = spec.partition(":")
-    # The message stays in the job record: it may quote the offending cell of a bad row.
-    log.warning(
-        "job failed",
-        extra={
-            "job_id": task_id,
-            "model": name,
-            "version": version or None,
-            "rows": n_rows,
-            "error_type": error_type,
-            "duration_ms": round(1000 * seconds, 2),
-        },
-    )
+    model, version = failed_labels(str(kwargs.get("model", "default")), error_type)
+    observe.job_ended(task_id, model, version, _rows(kwargs), seconds, error_type)
 
 
-class CurrentJobId(logging.Filter):
-    """Adds `job_id` to every record logged while a task runs (Celery's own lines included)."""
+class CurrentTaskId(logging.Filter):
+    """Adds `task_id` to every record logged while a task runs (Celery's own lines included).
+
+    For `mlqueue.predict` the task id is the job id; a micro-batch's is its message id, which
+    the gateway's "batch sent" line links to the job ids it carries.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         task = get_current_task()  # what Celery's own TaskFormatter uses
-        if task is not None and not hasattr(record, "job_id"):
-            record.job_id = task.request.id
+        if task is not None and not hasattr(record, "task_id"):
+            record.task_id = task.request.id
         return True
 
 
 def failed_labels(spec: str, error_type: str) -> tuple[str, str]:
-    """The (model, version) labels of a failed job whose model spec was `spec`."""
+    """The (model, version) of a failed job whose model spec was `spec`, safe as labels."""
     if error_type in _UNTRUSTED_MODEL_ERRORS:
         return "unknown", ""
-    name, _, version = spec.partition(":")
+    name, _sep, version = spec.partition(":")
     return name[:64], version[:32]
 
 

@@ -154,6 +154,12 @@ def observe_job(
     _metrics.rows.labels(model, version, outcome).inc(n_rows)
     _metrics.job_seconds.labels(model, outcome).observe(seconds)
     if error_type:
+        observe_failure(model, error_type)
+
+
+def observe_failure(model: str, error_type: str) -> None:
+    """Count one failure (of a job, or of a whole batch message)."""
+    if _metrics is not None:
         _metrics.failures.labels(model, error_type).inc()
 
 

@@ -6,11 +6,13 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared.errors import JobConflict, ServiceError
-from worker import metrics
-from worker.inference import predict_rows
+from shared.errors import InvalidInput, JobConflict, ServiceError
+from shared.model import Model
+from worker import metrics, observe
+from worker.inference import Matrix, predict_rows, to_matrix
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,12 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
     status = rt.jobs.start(job_id, model, n_rows)
     if status != "running":
         return _already_ended(rt, job_id, status, model)
-    started = time.perf_counter()
     try:
         info, loaded = rt.models.get(model)
         predict_started = time.perf_counter()
         predictions = predict_rows(loaded, rows)
-        metrics.observe_predict(
-            info.name, info.version, n_rows, time.perf_counter() - predict_started
-        )
+        seconds = time.perf_counter() - predict_started
+        metrics.observe_predict(info.name, info.version, n_rows, seconds)
     except ServiceError as exc:
         rt.jobs.fail(job_id, type(exc).__name__, exc.message)
         raise
@@ -46,16 +46,7 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         rt.jobs.fail(job_id, PredictionFailed.__name__, message)
         raise PredictionFailed(message) from exc
     rt.jobs.succeed(job_id, info.version, predictions)
-    log.info(
-        "job succeeded",
-        extra={
-            "job_id": job_id,
-            "model": info.name,
-            "version": info.version,
-            "rows": n_rows,
-            "duration_ms": round(1000 * (time.perf_counter() - started), 2),
-        },
-    )
+    # "job started" and "job succeeded" are logged by worker.job_events around the task.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
 
@@ -65,3 +56,79 @@ def _already_ended(rt: Runtime, job_id: str, status: str, model: str) -> dict[st
     if status == "succeeded" and predictions is not None:
         return {"predictions": predictions, "model": model, "version": version}
     raise JobConflict(f"job {job_id} is {status}" + (f": {error}" if error else ""))
+
+
+def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, int]:
+    """Predict several gateway jobs with one model call; each job succeeds or fails on its own.
+
+    Jobs already finished or cancelled (a redelivery, a cancel) are skipped. Results are stored
+    before this returns, so the message is acknowledged only once every job has its outcome.
+    """
+    started = time.perf_counter()
+    sizes = [(str(job["id"]), len(job["rows"])) for job in jobs]
+    statuses = rt.jobs.start_many(sizes, model)
+    live = {str(j["id"]): j["rows"] for j, s in zip(jobs, statuses, strict=True) if s == "running"}
+    observe.batch_started(live, model, dict(sizes))
+    failed: dict[str, tuple[str, str]] = {}
+    succeeded: dict[str, list[float]] = {}
+    version = ""
+    try:
+        info, loaded = rt.models.get(model)
+        version = info.version
+        matrices = {}
+        for job_id, rows in live.items():
+            try:
+                matrices[job_id] = to_matrix(rows, loaded.n_features)
+            except InvalidInput as exc:
+                failed[job_id] = (type(exc).__name__, exc.message)
+        predict_started = time.perf_counter()
+        succeeded = _predict_together(loaded, matrices, failed)
+        if matrices:
+            n_rows = sum(len(m) for m in matrices.values())
+            seconds = time.perf_counter() - predict_started
+            metrics.observe_predict(info.name, version, n_rows, seconds)
+    except ServiceError as exc:  # the model itself is missing or untrusted: every job says so
+        failed.update((job_id, (type(exc).__name__, exc.message)) for job_id in live)
+    except SoftTimeLimitExceeded:
+        message = "the prediction exceeded its time limit"
+        failed.update((j, ("TimeLimitExceeded", message)) for j in live if j not in failed)
+        succeeded = {}
+    rt.jobs.finish_many(version, succeeded, failed)
+    observe.batch_ended(
+        model, version, dict(sizes), succeeded, failed, time.perf_counter() - started
+    )
+    log.info(
+        "batch done",
+        extra={"jobs": len(jobs), "succeeded": len(succeeded), "failed": len(failed),
+               "model": model, "rows": sum(n for _, n in sizes),
+               "duration_ms": round(1000 * (time.perf_counter() - started), 2)},
+    )  # fmt: skip
+    return {"jobs": len(jobs), "succeeded": len(succeeded), "failed": len(failed)}
+
+
+def _predict_together(
+    model: Model, matrices: dict[str, Matrix], failed: dict[str, tuple[str, str]]
+) -> dict[str, list[float]]:
+    """Predict all jobs' rows in one call and split the predictions back per job."""
+    if not matrices:
+        return {}
+    try:
+        predictions = model.predict(np.concatenate(list(matrices.values())))
+    except Exception:
+        # Some job's rows make the model raise: predict each alone so only that job fails.
+        return _predict_alone(model, matrices, failed)
+    bounds = np.cumsum([len(m) for m in matrices.values()])[:-1]
+    parts = np.split(predictions, bounds)
+    return {job_id: part.tolist() for job_id, part in zip(matrices, parts, strict=True)}
+
+
+def _predict_alone(
+    model: Model, matrices: dict[str, Matrix], failed: dict[str, tuple[str, str]]
+) -> dict[str, list[float]]:
+    succeeded = {}
+    for job_id, matrix in matrices.items():
+        try:
+            succeeded[job_id] = model.predict(matrix).tolist()
+        except Exception as exc:
+            failed[job_id] = (PredictionFailed.__name__, f"{type(exc).__name__}: {exc}")
+    return succeeded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from redis import Redis
 from threadpoolctl import threadpool_limits
@@ -13,6 +14,7 @@ from shared.registry import Registry
 from shared.settings import Settings, get_settings
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
+from worker.sklearn_model import SklearnModel
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,9 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         """Connect to Redis and open the registry (cheap; models load on `warm` or first use)."""
         redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
-        registry = Registry(settings.model_dir, settings.default_model)
-        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry))
+        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
+        loader = partial(SklearnModel.load, fast=settings.fast_predict)
+        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
 
     def warm(self) -> None:
         """Load the default model now, so the first task does not pay for it."""

@@ -8,7 +8,7 @@ from typing import Any, Self
 import joblib
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
 Matrix = npt.NDArray[np.float64]
 
@@ -16,12 +16,13 @@ Matrix = npt.NDArray[np.float64]
 class SklearnModel:
     """A scikit-learn regressor behind the article's train / predict / save / load interface."""
 
-    def __init__(self, estimator: Any | None = None) -> None:
+    def __init__(self, estimator: Any | None = None, fast: bool = True) -> None:
         self.estimator = (
             estimator
             if estimator is not None
             else RandomForestRegressor(n_estimators=100, random_state=0)
         )
+        self.fast = fast
 
     @property
     def n_features(self) -> int:
@@ -35,6 +36,8 @@ class SklearnModel:
 
     def predict(self, X: Matrix) -> Matrix:
         """One float per row."""
+        if self.fast and _tree_by_tree(self.estimator):
+            return _forest_predict(self.estimator, X)
         return np.asarray(self.estimator.predict(X), dtype=np.float64)
 
     def save(self, path: Path) -> None:
@@ -42,6 +45,30 @@ class SklearnModel:
         joblib.dump(self.estimator, path)
 
     @classmethod
-    def load(cls, path: Path) -> Self:
+    def load(cls, path: Path, fast: bool = True) -> Self:
         """Load an estimator dumped by `save`; only call it on a verified file."""
-        return cls(joblib.load(path))
+        return cls(joblib.load(path), fast=fast)
+
+
+def _tree_by_tree(estimator: Any) -> bool:
+    # Exactly the forests whose `predict` is a sequential float64 sum of per-tree float32
+    # predictions divided by the tree count; anything else keeps scikit-learn's own path.
+    return (
+        type(estimator) in (RandomForestRegressor, ExtraTreesRegressor)
+        and estimator.n_outputs_ == 1
+        and estimator.n_jobs in (None, 1)
+    )
+
+
+def _forest_predict(forest: Any, X: Matrix) -> Matrix:
+    """`forest.predict(X)` bit for bit, without its per-call joblib dispatch (3 ms -> 0.25 ms).
+
+    scikit-learn casts X to float32, adds each tree's prediction into a float64 accumulator in
+    tree order (one job: no thread interleaving), then divides by the number of trees; so do we.
+    """
+    X32 = np.ascontiguousarray(X, dtype=np.float32)
+    total = np.zeros(X32.shape[0], dtype=np.float64)
+    for tree in forest.estimators_:
+        total += tree.tree_.predict(X32)[:, 0]
+    total /= len(forest.estimators_)
+    return total

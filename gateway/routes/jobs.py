@@ -90,9 +90,7 @@ async def get_result(
     wait: Annotated[float, Query(ge=0, le=30, description="Seconds to long-poll for the end.")] = 0,
 ) -> JobResult | JSONResponse:
     """The predictions, one per input row in order; `?wait=S` returns as soon as the job ends."""
-    if wait > 0:
-        await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
-    view, predictions = await queue.store.result(job_id, owner)
+    view, predictions = await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
     if view.status is JobStatus.SUCCEEDED and predictions is not None:
         return JobResult(
             job_id=job_id,

@@ -53,9 +53,8 @@ async def _run(
     queue: JobQueueDep, rows: list[list[float]], owner: str, timeout: float
 ) -> LegacyPredictResponse:
     accepted = await queue.submit(rows, "default", owner)
-    view = await queue.wait(accepted.job_id, owner, timeout)
+    view, predictions = await queue.wait(accepted.job_id, owner, timeout)
     if view.status is JobStatus.SUCCEEDED:
-        _, predictions = await queue.store.result(accepted.job_id, owner)
         return LegacyPredictResponse(data=predictions or [])
     if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
         raise InvalidInput(view.error.message, job_id=accepted.job_id)

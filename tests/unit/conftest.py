@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from shared.registry import Registry
 from shared.settings import Settings
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
-from worker.predict import run_job
+from worker.predict import run_batch
 from worker.runtime import Runtime
 
 
@@ -56,9 +55,7 @@ class FakeCelery:
     def send_task(self, name: str, kwargs: dict[str, Any], task_id: str, **_: Any) -> None:
         self.sent.append({"name": name, "kwargs": kwargs, "task_id": task_id})
         if self.run:
-            # The job record says what failed, as with a real worker.
-            with contextlib.suppress(Exception):
-                run_job(self.runtime, task_id, kwargs["rows"], kwargs["model"])
+            run_batch(self.runtime, kwargs["jobs"], kwargs["model"])
 
 
 @pytest.fixture

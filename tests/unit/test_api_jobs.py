@@ -9,9 +9,8 @@ import random
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.errors import JobConflict
 from tests.unit.conftest import FakeCelery
-from worker.predict import run_job
+from worker.predict import run_batch
 
 N_FEATURES = 10
 
@@ -167,8 +166,8 @@ def test_cancel_a_queued_job_then_no_result(client: TestClient, celery: FakeCele
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     # The worker then picks the message up: it must not predict, nor overwrite the cancel.
-    with pytest.raises(JobConflict, match="cancelled"):
-        run_job(celery.runtime, str(job["job_id"]), celery.sent[0]["kwargs"]["rows"], "demo")
+    summary = run_batch(celery.runtime, **celery.sent[0]["kwargs"])
+    assert summary == {"jobs": 1, "succeeded": 0, "failed": 0}
     result = client.get(f"/v1/jobs/{job['job_id']}/result")
     assert result.status_code == 409
     assert result.json()["job"]["status"] == "cancelled"
@@ -207,11 +206,12 @@ def test_predictions_are_plain_finite_floats(client: TestClient) -> None:
 def test_the_published_message_pins_the_model_version(
     client: TestClient, celery: FakeCelery
 ) -> None:
-    job = submit(client, rows(1))
+    data = rows(1)
+    job = submit(client, data)
     assert celery.sent == [
         {
-            "name": "mlqueue.predict",
+            "name": "mlqueue.predict_batch",
             "task_id": job["job_id"],
-            "kwargs": {"rows": celery.sent[0]["kwargs"]["rows"], "model": "demo:1"},
+            "kwargs": {"jobs": [{"id": job["job_id"], "rows": data}], "model": "demo:1"},
         }
     ]

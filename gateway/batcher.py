@@ -1,0 +1,103 @@
+"""Micro-batching in the gateway: concurrent small jobs for one model share one broker message.
+
+A job joins the open batch of its model. An idle gateway sends a batch on the next turn of the
+event loop (no added latency); while another batch is being sent, a new batch waits up to
+`max_wait` seconds for company, or until it holds `max_rows` rows. Each job keeps its own record,
+result and error: the message only carries them together. A submit returns once its job's record
+is written and its message is in the broker, so a 202 means the job is durably queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store import JobStore
+
+log = logging.getLogger(__name__)
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class _Batch:
+    model: str
+    records: list[dict[str, str]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    sent: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    timer: asyncio.TimerHandle | None = None
+
+
+class Batcher:
+    """Coalesces jobs per model into messages of at most `max_rows` rows."""
+
+    def __init__(self, store: JobStore, publish: Publish, max_rows: int, max_wait: float) -> None:
+        self.store = store
+        self.publish = publish
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._open: dict[str, _Batch] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def add(self, record: dict[str, str], rows: list[list[float]], model: str) -> None:
+        """Queue one job; returns when its message is in the broker (or raises why not)."""
+        batch = self._open.get(model)
+        if batch is not None and batch.rows + len(rows) > self.max_rows:
+            self._send(model)
+            batch = None
+        if batch is None:
+            batch = self._open[model] = _Batch(model)
+            delay = self.max_wait if self._sending else 0.0
+            batch.timer = asyncio.get_running_loop().call_later(delay, self._send, model)
+        batch.records.append(record)
+        batch.jobs.append({"id": record["id"], "rows": rows})
+        batch.rows += len(rows)
+        if batch.rows >= self.max_rows:
+            self._send(model)
+        # Shielded: a client that disconnects must not cancel the send of its neighbours' jobs.
+        await asyncio.shield(batch.sent)
+
+    async def close(self) -> None:
+        """Send what is open and wait for every send in flight."""
+        for model in list(self._open):
+            self._send(model)
+        if self._sending:
+            await asyncio.wait(self._sending)
+
+    def _send(self, model: str) -> None:
+        batch = self._open.pop(model, None)
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.create_task(self._deliver(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _deliver(self, batch: _Batch) -> None:
+        try:
+            await self.store.create_many(batch.records)
+            # One job alone keeps its own id as the message id, which eases tracing.
+            message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
+            await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
+            # Links the message id (the worker's Celery task id) to the job ids it carries.
+            extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
+            log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})
+        except BaseException as exc:
+            batch.sent.set_exception(exc)
+            # Read the exception even if every waiter went away, so asyncio does not warn.
+            batch.sent.add_done_callback(lambda f: f.exception())
+            # The jobs were not queued: forget their records (best effort, Redis may be down).
+            with contextlib.suppress(Exception):
+                await self.store.delete_many([r["id"] for r in batch.records])
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            batch.sent.set_result(None)
