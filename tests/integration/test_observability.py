@@ -5,7 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,7 +109,7 @@ def test_gateway_metrics_show_queue_depth_submits_and_latency(
 MARK = "0.123456789"
 
 
-def lines_of(log: Path, job_id: str) -> list[dict[str, object]]:
+def lines_of(log: Path, job_id: str) -> list[dict[str, Any]]:
     """Every line of `log` that mentions `job_id`, each of which must be a JSON object."""
     return [json.loads(line) for line in log.read_text().splitlines() if job_id in line]
 
@@ -141,7 +144,7 @@ def test_a_jobs_log_lines_carry_its_id_and_no_row_data(
     assert {e.get("path") for e in gateway} >= {f"/v1/jobs/{job_id}/result?wait=20"}
     # The micro-batch message that carried the job: its id is the worker's Celery task id.
     [sent] = [e for e in gateway if e["event"] == "batch sent"]
-    assert job_id in sent["job_ids"]  # type: ignore[operator]
+    assert job_id in sent["job_ids"]
     worker = {e["event"]: e for e in lines_of(system.worker_log, job_id)}
     assert worker["job started"]["job_id"] == job_id
     done = worker["job succeeded"]
@@ -162,3 +165,30 @@ def test_readyz_says_no_worker_while_none_runs(http: httpx.Client, system: Syste
     finally:
         system.start_worker()
     wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15)
+
+
+def test_flower_sees_the_workers(system: System) -> None:
+    port = processes.free_port()
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower"]
+    argv += [f"--port={port}", "--address=127.0.0.1", "--basic-auth=ops:secret"]
+    flower = processes.spawn(argv, system.env, log=system.workdir / "flower.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_until(lambda: _answers(f"{url}/healthcheck"), 30, "flower", flower)
+        assert httpx.get(f"{url}/api/workers", timeout=5).status_code == 401
+        workers: dict[str, dict[str, object]] = {}
+        deadline = time.monotonic() + 20
+        while not workers and time.monotonic() < deadline:
+            answer = httpx.get(f"{url}/api/workers?refresh=1", auth=("ops", "secret"), timeout=10)
+            workers = answer.json()
+        [info] = [v for k, v in workers.items() if k.startswith("w1@")]
+        assert {"mlqueue.predict", "mlqueue.predict_batch"} <= set(info["registered"])
+    finally:
+        processes.stop(flower)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
