@@ -14,7 +14,7 @@ from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.queue import JobQueue
-from gateway.routes import health, jobs, legacy, metrics, models
+from gateway.routes import health, jobs, legacy, metrics, models, web
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -62,8 +62,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for router in (jobs.router, models.router, health.router, legacy.router, metrics.router):
+    for router in (
+        jobs.router,
+        models.router,
+        health.router,
+        legacy.router,
+        metrics.router,
+        web.router,
+    ):
         app.include_router(router)
+    app.mount("/static", web.static_files(), name="static")
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,

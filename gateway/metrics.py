@@ -102,4 +102,7 @@ def _route_template(scope: Scope) -> str:
     # one label value so that scanners cannot blow up the series count.
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not path and "endpoint" in scope:
+        # A Mount (the page's /static files) matched: it records its prefix as root_path.
+        path = scope.get("root_path")
     return str(path) if path else UNMATCHED
