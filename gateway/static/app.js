@@ -140,10 +140,11 @@ async function download(event) {
 async function score(event) {
   event.preventDefault();
   const formEl = event.currentTarget;
+  // Options first: the gateway reads the upload as a stream and needs them before the file.
   const form = new FormData();
-  form.append("file", $("file").files[0]);
   form.append("model", $("model").value);
   if ($("id-column").value.trim()) form.append("id_column", $("id-column").value.trim());
+  form.append("file", $("file").files[0]);
   showError($("error"), "");
   $("job").hidden = false;
   $("download").hidden = true;
