@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium run test lint bench bench-csv drill soak train clean
+.PHONY: chromium run test lint lint-deploy bench bench-csv drill soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -26,11 +26,20 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.dev-installed chromium
 	$(PY) -m pytest
 
-## ruff and mypy
+$(VENV)/.deploy-lint-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[deploy-lint]"
+	touch $@
+
+## ruff and mypy, then the deploy files
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(MAKE) --no-print-directory lint-deploy
+
+## Dockerfiles, compose files and the CI workflow, checked statically (no Docker engine needed)
+lint-deploy: $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/lint-deploy
 
 ## Train a new version of the demo model
 train: $(VENV)/.run-installed

@@ -1,28 +1,86 @@
-"""Run the gateway with uvicorn, configured from settings: `python -m gateway`."""
+"""Run the gateway with uvicorn, configured from settings: `python -m gateway`.
+
+With `MLQUEUE_GATEWAY_WORKERS` > 1 each process listens on its own SO_REUSEPORT socket, so the
+kernel spreads connections evenly; on one shared socket a single process tends to accept nearly
+every keep-alive connection and the others idle.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from types import FrameType
 
 import uvicorn
 
 from shared.logs import configure_logging
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
+
+
+def config(settings: Settings) -> uvicorn.Config:
+    """The uvicorn configuration of one gateway process."""
+    return uvicorn.Config(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our JSON handler (main() and each lifespan configure it)
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=4096,
+    )
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind to the same address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_many(settings: Settings) -> int:
+    """Fork one uvicorn server per worker and wait; a signal is passed on to all of them."""
+    children: list[int] = []
+    for _ in range(settings.gateway_workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            sock = reuseport_socket(settings.host, settings.port)
+            uvicorn.Server(config(settings)).run(sockets=[sock])
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        if code:
+            status = 1
+            forward(signal.SIGTERM, None)  # one died: stop the rest, let the supervisor restart
+    return status
 
 
 def main() -> None:
     """Serve until interrupted."""
     settings = get_settings()
     configure_logging(settings.log_level)  # uvicorn's startup lines too, before the lifespan
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.gateway_workers,
-        log_config=None,  # keep our JSON handler; each process also sets it in the lifespan
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=2048,
-    )
+    if settings.gateway_workers == 1:
+        uvicorn.Server(config(settings)).run()
+    else:
+        sys.exit(serve_many(settings))
 
 
 if __name__ == "__main__":

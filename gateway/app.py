@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             socket_connect_timeout=settings.redis_timeout,
             health_check_interval=30,
         )
-        registry = Registry(settings.model_dir, settings.default_model)
+        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
         events = JobEvents(redis)
         celery = create_celery(settings)
         app.state.settings = settings

@@ -27,9 +27,12 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope["path"], self.default)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await _reject(send, limit)
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                await _reject(send, limit)
+            else:  # the server delivers exactly Content-Length bytes: nothing left to count
+                await self.app(scope, receive, send)
             return
         seen = 0
 

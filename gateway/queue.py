@@ -105,6 +105,10 @@ class JobQueue:
                 kwargs=kwargs,
                 task_id=message_id,
                 queue=QUEUE,
+                # Celery would otherwise build a repr of every row for its message headers: CPU
+                # spent for nothing, and row data shown in monitoring tools.
+                argsrepr="()",
+                kwargsrepr=f"<{len(kwargs['jobs'])} jobs>",
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )

@@ -52,7 +52,10 @@ class JobStore:
         return _text(previous)
 
     async def _fields(self, job_id: str, owner: str, names: tuple[str, ...]) -> dict[str, Any]:
-        values = await self.redis.hmget(jobstore.job_key(job_id), [*names, "owner"])
+        # execute_command: redis-py's `hmget` wrapper inspects its arguments on every call.
+        values = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "HMGET", jobstore.job_key(job_id), *names, "owner"
+        )
         fields = dict(zip((*names, "owner"), values, strict=True))
         stored_owner = _text(fields.pop("owner"))
         # Someone else's job is reported exactly like a missing one, so ids do not leak.

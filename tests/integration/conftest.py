@@ -1,6 +1,8 @@
 """The real system for integration tests: redis-server, a Celery worker and uvicorn, as processes.
 
 Each is started once per session on free ports and stopped at the end; waits are bounded.
+`MLQUEUE_TEST_REDIS_URL=redis://host:port/db` makes them use that (throwaway) Redis instead of
+starting one: CI's Redis service container, the test compose's `redis`.
 """
 
 from __future__ import annotations
@@ -51,10 +53,8 @@ class System:
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
     workdir = tmp_path_factory.mktemp("system")
-    redis_port, http_port = processes.free_port(), processes.free_port()
-    metrics_port = processes.free_port()
-    redis = processes.start_redis(redis_port, workdir / "redis", log=workdir / "redis.log")
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    http_port, metrics_port = processes.free_port(), processes.free_port()
+    redis, redis_url = _redis(workdir)
     env = {
         "MLQUEUE_REDIS_URL": redis_url,
         "MLQUEUE_MODEL_DIR": str(model_dir),
@@ -84,6 +84,18 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         for proc in (gateway, system.worker, redis):
             if proc is not None:
                 processes.stop(proc)
+
+
+def _redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A redis-server started for the session, or none when MLQUEUE_TEST_REDIS_URL names one."""
+    given = os.environ.get("MLQUEUE_TEST_REDIS_URL")
+    if given:
+        with Redis.from_url(given, socket_timeout=5) as client:
+            client.ping()  # fail fast, and clearly, on a wrong URL
+        return None, given
+    port = processes.free_port()
+    proc = processes.start_redis(port, workdir / "redis", log=workdir / "redis.log")
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def _ready(base_url: str) -> bool:
