@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -16,6 +17,7 @@ from types import FrameType
 
 import uvicorn
 
+from shared import metrics_dir
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
@@ -48,6 +50,15 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def serve_many(settings: Settings) -> int:
     """Fork one uvicorn server per worker and wait; a signal is passed on to all of them."""
+    # Before the fork: every process then counts into files that any of them sums on /metrics.
+    metrics = metrics_dir.enable(None, prefix="mlqueue-gateway-metrics-")
+    try:
+        return _fork_servers(settings)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def _fork_servers(settings: Settings) -> int:
     children: list[int] = []
     for _ in range(settings.gateway_workers):
         pid = os.fork()

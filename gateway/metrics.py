@@ -1,19 +1,30 @@
 """The gateway's Prometheus metrics: requests, latency, submitted jobs and queue depth.
 
 Metrics live in prometheus-client's default registry (which also carries `process_*` and
-`python_*`), so any module can count without plumbing. Labels take bounded values only: route
-templates (never raw paths), model names from the registry, and status codes.
+`python_*`), so any module can count without plumbing; a gateway forking several processes
+switches them to multiprocess mode first (see `gateway.__main__`). Labels take bounded values
+only: route templates (never raw paths), model names from the registry, and status codes.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import metrics_dir
 from shared.tasks import QUEUE
 
 # Celery's Redis transport keeps delivered but unacknowledged messages in this hash.
@@ -37,13 +48,24 @@ JOBS_SUBMITTED = Counter(
 ROWS_SUBMITTED = Counter(
     "mlqueue_rows_submitted", "Rows in accepted jobs, by model and kind.", ["model", "kind"]
 )
+# With several gateway processes, the process that answered the latest scrape has the truth.
 QUEUE_DEPTH = Gauge(
-    "mlqueue_queue_depth", "Messages waiting in a broker queue, read at scrape time.", ["queue"]
+    "mlqueue_queue_depth",
+    "Messages waiting in a broker queue, read at scrape time (NaN: Redis did not answer).",
+    ["queue"],
+    multiprocess_mode="mostrecent",
 )
 UNACKED_MESSAGES = Gauge(
-    "mlqueue_queue_unacked", "Messages delivered to workers and not yet acknowledged."
+    "mlqueue_queue_unacked",
+    "Messages delivered to workers and not yet acknowledged.",
+    multiprocess_mode="mostrecent",
 )
-REDIS_UP = Gauge("mlqueue_redis_up", "Whether Redis answered the last scrape (1) or not (0).")
+REDIS_UP = Gauge(
+    "mlqueue_redis_up",
+    "Whether Redis answered the last scrape (1) or not (0).",
+    multiprocess_mode="mostrecent",
+)
+_multiprocess_registry: CollectorRegistry | None = None
 
 
 def job_submitted(model: str, kind: str, n_rows: int | None) -> None:
@@ -64,10 +86,23 @@ async def exposition(redis: Redis) -> bytes:
         UNACKED_MESSAGES.set(unacked)
         REDIS_UP.set(1)
     except (RedisError, OSError):
-        # A stale depth would look healthy; drop it and say why instead.
-        QUEUE_DEPTH.clear()
+        # A stale depth would look healthy: say "unknown" instead.
+        QUEUE_DEPTH.labels(QUEUE).set(math.nan)
+        UNACKED_MESSAGES.set(math.nan)
         REDIS_UP.set(0)
-    return generate_latest(REGISTRY)
+    return generate_latest(_registry())
+
+
+def _registry() -> CollectorRegistry:
+    # Several gateway processes (MLQUEUE_GATEWAY_WORKERS > 1) count into one multiprocess
+    # directory; any of them answers a scrape with the sum.
+    global _multiprocess_registry
+    if not metrics_dir.enabled():
+        return REGISTRY
+    if _multiprocess_registry is None:
+        _multiprocess_registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(_multiprocess_registry)
+    return _multiprocess_registry
 
 
 class MetricsMiddleware:

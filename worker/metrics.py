@@ -9,16 +9,14 @@ objects. The `observe_*` functions are no-ops until then (unit tests, `celery ca
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
-from prometheus_client import values as prometheus_values
 
+from shared import metrics_dir
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,16 +91,9 @@ _owned_dir: Path | None = None
 def setup(settings: Settings) -> Path:
     """Point prometheus-client at an empty multiprocess directory and build the metrics."""
     global _metrics, _owned_dir
+    path = metrics_dir.enable(settings.metrics_dir, prefix="mlqueue-worker-metrics-")
     if settings.metrics_dir is None:
-        path = _owned_dir = Path(tempfile.mkdtemp(prefix="mlqueue-metrics-"))
-    else:
-        path = settings.metrics_dir
-        # Files of a previous run would be added to this run's counts.
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    # The client picks its value class at import; pick again now that the directory is set.
-    prometheus_values.ValueClass = prometheus_values.get_value_class()
+        _owned_dir = path
     _metrics = WorkerMetrics.create()
     return path
 

@@ -196,3 +196,23 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_several_gateway_processes_answer_metrics_with_their_sum(system: System) -> None:
+    port = processes.free_port()
+    env = {**system.env, "MLQUEUE_PORT": str(port), "MLQUEUE_GATEWAY_WORKERS": "2"}
+    gateway = processes.spawn(processes.gateway_argv(), env, log=system.workdir / "gateway2.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_until(lambda: _answers(f"{url}/healthz"), 30, "gateway x2", gateway)
+        n = 40
+        for _ in range(n):  # a new connection each: the kernel spreads them over both processes
+            assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 200
+        models = {"method": "GET", "route": "/v1/models", "status": "200"}
+        for _ in range(6):  # whichever process answers, it reports both processes' requests
+            text = httpx.get(f"{url}/metrics", timeout=5).text
+            assert total(text, "mlqueue_http_requests_total", **models) == n
+            assert total(text, "mlqueue_redis_up") == 1
+            assert 'mlqueue_queue_depth{queue="mlqueue"}' in text
+    finally:
+        processes.stop(gateway)

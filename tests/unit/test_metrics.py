@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,7 +87,7 @@ def test_redis_down_drops_the_depth_and_says_so(
     server.connected = False
     text = scrape(client)
     assert value(text, "mlqueue_redis_up") == 0
-    assert "mlqueue_queue_depth{" not in text
+    assert math.isnan(value(text, "mlqueue_queue_depth", queue=QUEUE))
 
 
 @pytest.fixture
