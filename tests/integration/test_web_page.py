@@ -45,3 +45,4 @@ def test_the_page_lists_the_models_with_their_metrics(home: Page, demo_info: Mod
     ]
     options = home.evaluate("[...document.querySelectorAll('#model option')].map(o => o.value)")
     assert options == ["default", "demo:1"]
+    home.screenshot(ARTIFACTS / "web-page-models.png")
