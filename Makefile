@@ -41,6 +41,14 @@ lint: $(VENV)/.dev-installed
 lint-deploy: $(VENV)/.deploy-lint-installed
 	BIN=$(VENV)/bin .ci/lint-deploy
 
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.dev-installed
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+## Bulk CSV benchmark: 1M rows through the live system vs. a single-process pandas pipeline
+bench-csv: $(VENV)/.bench-installed
+	$(PY) bench/csv_bench.py $(BENCH_ARGS)
+
 ## Train a new version of the demo model
 train: $(VENV)/.run-installed
 	$(PY) -m worker.train

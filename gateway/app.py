@@ -14,7 +14,7 @@ from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.queue import JobQueue
-from gateway.routes import health, jobs, legacy, metrics, models, web
+from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (
         jobs.router,
+        csv_jobs.router,
         models.router,
         health.router,
         legacy.router,

@@ -29,15 +29,11 @@ SUBMIT_BODIES: dict[str, Any] = {
     },
 }
 LEGACY_BODIES: dict[str, Any] = {"rows": SUBMIT_BODIES["rows"]}
+HEADER = "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6"
+CSV_TEXT = "\n".join([HEADER, *(",".join(map(str, r)) for r in (EXAMPLE_ROW, OTHER_ROW))]) + "\n"
 CSV_FORM = {
     "summary": "A CSV with the model's feature names as header",
-    "value": {
-        "file": "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n"
-        + ",".join(str(v) for v in EXAMPLE_ROW)
-        + "\n"
-        + ",".join(str(v) for v in OTHER_ROW)
-        + "\n"
-    },
+    "value": {"file": CSV_TEXT},
 }
 
 ACCEPTED = {
@@ -110,6 +106,28 @@ NOT_READY = {
     "reasons": ["no worker has sent a heartbeat recently"],
 }
 LEGACY = {"data": [206.47, 68.92]}
+CSV_RESULT = "customer,prediction\nc1,206.47\nc2,68.92\n"
+CSV_UPLOAD = {
+    "summary": "Options first, then the file (read as a stream); `id_column` passes through",
+    "value": {
+        "model": "demo:1",
+        "id_column": "customer",
+        "file": "\n".join(
+            [
+                "customer," + HEADER,
+                *(f"c{i}," + ",".join(map(str, r)) for i, r in ((1, EXAMPLE_ROW), (2, OTHER_ROW))),
+            ]
+        )
+        + "\n",
+    },
+}
+CSV_ACCEPTED = {**ACCEPTED, "n_rows": 1_000_000}
+CSV_ERRORS = {
+    "job_id": JOB_ID,
+    "status": "failed",
+    "rows_skipped": 0,
+    "errors": [{"line": 4, "column": 3, "name": "bmi", "msg": "non-numeric value 'abc'"}],
+}
 
 
 def problem(status: int, title: str, detail: str) -> dict[str, Any]:

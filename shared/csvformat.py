@@ -3,7 +3,8 @@
 - A first line with any non-numeric cell is a header. Its names are matched to the model's
   feature names in any order; an `id_column` is passed through; other names are an error unless
   `ignore_extra` is set.
-- Without a header a line has exactly n_features values (the id column first when one is named).
+- Without a header a line has exactly n_features values (the id column first when one is named;
+  its values may be any text).
 - UTF-8 with or without BOM, LF or CRLF, quoted fields, blank lines and a missing final newline.
 Line numbers are 1-based lines of the file; columns are 1-based and also given by name.
 """
@@ -47,7 +48,9 @@ def layout_for(
     """The layout of a file whose first line is `first` (a header or a data line)."""
     cells = [c.strip() for c in first]
     n = len(features)
-    if all(is_number(c) for c in cells):  # no header: positional
+    # Without a header the id column comes first, and ids need not be numbers.
+    values = cells[1:] if id_column and len(cells) == n + 1 else cells
+    if all(is_number(c) for c in values):  # no header: positional
         width = n + (1 if id_column else 0)
         names = ([id_column] if id_column else []) + list(features)
         return Layout(list(range(width - n, width)), 0 if id_column else None, width, False, names)

@@ -85,6 +85,7 @@ VIEW_FIELDS: Final = (
     "rows_total",
     "chunks_done",
     "chunks_total",
+    "rows_skipped",
 )
 
 
@@ -190,6 +191,7 @@ def _progress(f: Mapping[str, str]) -> Progress | None:
         chunks_done=int(f["chunks_done"]),
         chunks_total=_int(f.get("chunks_total")),
         percent=percent,
+        rows_skipped=int(f.get("rows_skipped", 0)),
     )
 
 

@@ -88,6 +88,7 @@ class Progress(BaseModel):
     chunks_done: int = 0
     chunks_total: int | None = None
     percent: float | None = None
+    rows_skipped: int = 0
 
 
 class JobView(BaseModel):
@@ -159,3 +160,21 @@ class Problem(BaseModel):
     status: int
     detail: str
     extra: dict[str, Any] | None = None
+
+
+class LineError(BaseModel):
+    """A bad line of an uploaded CSV file: 1-based line and column of the file."""
+
+    line: int
+    column: int | None = None
+    name: str | None = Field(None, description="The column's header name (or its number).")
+    msg: str
+
+
+class CsvErrors(BaseModel):
+    """The lines of a CSV job that were skipped (on_error=skip) or that failed it."""
+
+    job_id: str
+    status: JobStatus
+    rows_skipped: int
+    errors: list[LineError] = Field(description="In file order; the first 1000 at most.")

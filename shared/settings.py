@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     """Rows one JSON job (or `/predict_csv` file) may carry."""
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest JSON request body; larger is a 413."""
-    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    """Largest CSV upload; larger is a 413 without reading the rest."""
+    max_upload_bytes: int = Field(4 * 1024**3, ge=1024)
+    """Largest CSV upload (default 4 GiB: a 2 GB file fits with room); larger is a 413 without
+    reading the rest. The gateway streams uploads, so this bounds Redis and time, not its memory."""
     max_wait_seconds: float = Field(30.0, ge=0)
     """Upper bound of `?wait=` long polls."""
     sync_timeout: float = Field(30.0, gt=0)
@@ -82,6 +83,13 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of gateway and worker."""
+
+    # --- Bulk CSV -----------------------------------------------------------------------
+    csv_chunk_rows: int = Field(50_000, ge=1)
+    """Rows per chunk of an uploaded CSV: each chunk is stored in Redis and scored by one task."""
+    csv_max_pending_chunks: int = Field(16, ge=1)
+    """Chunks of one upload stored but not yet scored before the gateway stops reading the upload
+    until workers catch up; bounds the Redis memory a big file takes and lets other jobs in."""
 
     # --- Observability ------------------------------------------------------------------
     metrics_dir: Path | None = None

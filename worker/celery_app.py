@@ -14,7 +14,7 @@ from worker import job_events, metrics, runtime
 from worker.heartbeat import Heartbeat
 
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks"])
+app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks"])
 _heartbeat: Heartbeat | None = None
 
 

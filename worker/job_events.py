@@ -1,9 +1,10 @@
-"""Celery signal handlers that log and count each `mlqueue.predict` task as it starts and ends.
+"""Celery signal handlers that log and count each job's task as it starts and ends.
 
 Kept outside the task bodies so that the job logic stays free of instrumentation: the task's
 kwargs say how many rows it had, its return value (or exception) what became of it. Micro-batch
 messages (`mlqueue.predict_batch`) carry many jobs: `run_batch` reports those through
-`worker.observe` itself; here only a batch that failed as a whole is logged.
+`worker.observe` itself; here only a batch that failed as a whole is logged. A CSV job's
+chunks (`mlqueue.score_chunk`) count their rows; the chunk that ends the job counts and logs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from celery import signals
 from celery._state import get_current_task
 
-from shared.tasks import PREDICT, PREDICT_BATCH
+from shared.tasks import PREDICT, PREDICT_BATCH, SCORE_CHUNK
 from worker import metrics, observe
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def _task_ended(
         n_jobs = len(jobs) if isinstance(jobs, list) else 0
         extra = {"model": model, "jobs": n_jobs, "error_type": error_type}
         log.error("batch failed", extra={**extra, "duration_ms": round(1000 * seconds, 2)})
+    if task.name == SCORE_CHUNK:
+        _chunk_ended(kwargs, retval, state)
     if task.name != PREDICT:
         return
     if state == "SUCCESS" and isinstance(retval, dict):
@@ -56,6 +59,23 @@ def _task_ended(
     error_type = type(retval).__name__
     model, version = failed_labels(str(kwargs.get("model", "default")), error_type)
     observe.job_ended(task_id, model, version, _rows(kwargs), seconds, error_type)
+
+
+def _chunk_ended(kwargs: dict[str, Any], retval: Any, state: str) -> None:
+    # A bad line returns "failed" (the job failed cleanly); other errors raise.
+    error_type = type(retval).__name__ if state == "FAILURE" else ""
+    status = str(retval) if state == "SUCCESS" else "failed"
+    if status not in ("running", "succeeded", "failed"):
+        return  # skipped: scored before, cancelled, or the job already ended
+    rows = kwargs.get("rows")
+    observe.chunk_ended(
+        str(kwargs.get("job_id")),
+        str(kwargs.get("model", "")),
+        int(kwargs.get("index", -1)),
+        rows if isinstance(rows, int) else 0,
+        status,
+        error_type,
+    )
 
 
 class CurrentTaskId(logging.Filter):

@@ -136,16 +136,28 @@ def shutdown() -> None:
 
 
 def observe_job(
-    model: str, version: str, outcome: str, n_rows: int, seconds: float, error_type: str = ""
+    model: str,
+    version: str,
+    outcome: str,
+    n_rows: int,
+    seconds: float | None,
+    error_type: str = "",
 ) -> None:
-    """Count one ended job (`outcome`: succeeded or failed)."""
+    """Count one ended job (`outcome`: succeeded or failed); `seconds` None when unknown."""
     if _metrics is None:
         return
     _metrics.jobs.labels(model, version, outcome).inc()
-    _metrics.rows.labels(model, version, outcome).inc(n_rows)
-    _metrics.job_seconds.labels(model, outcome).observe(seconds)
+    observe_rows(model, version, outcome, n_rows)
+    if seconds is not None:
+        _metrics.job_seconds.labels(model, outcome).observe(seconds)
     if error_type:
         observe_failure(model, error_type)
+
+
+def observe_rows(model: str, version: str, outcome: str, n_rows: int) -> None:
+    """Count rows as they are scored (a CSV job's chunk at a time) or fail."""
+    if _metrics is not None and n_rows:
+        _metrics.rows.labels(model, version, outcome).inc(n_rows)
 
 
 def observe_failure(model: str, error_type: str) -> None:

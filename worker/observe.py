@@ -58,3 +58,22 @@ def batch_ended(
         job_ended(job_id, name, version, sizes.get(job_id, 0), seconds)
     for job_id, (error_type, _message) in failed.items():
         job_ended(job_id, name, version, sizes.get(job_id, 0), seconds, error_type)
+
+
+def chunk_ended(
+    job_id: str, model: str, index: int, n_rows: int, status: str, error_type: str = ""
+) -> None:
+    """A chunk of a CSV job was scored (`status`: the job's, "succeeded" after its last chunk),
+    or failed the job with `error_type`."""
+    name, _sep, version = model.partition(":")
+    failed = bool(error_type) or status == "failed"
+    metrics.observe_rows(name, version, "failed" if failed else "succeeded", n_rows)
+    if not failed and status != "succeeded":
+        return
+    error_type = error_type or ("InvalidInput" if failed else "")
+    metrics.observe_job(name, version, "failed" if failed else "succeeded", 0, None, error_type)
+    extra = {"job_id": job_id, "model": name, "version": version or None, "chunk": index}
+    if failed:
+        log.warning("job failed", extra={**extra, "error_type": error_type})
+    else:
+        log.info("job succeeded", extra=extra)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway import examples as ex
+from gateway.csv_store import CsvStore
 from gateway.deps import JobQueueDep, OwnerDep, SettingsDep
 from shared.errors import JobConflict
 from shared.schemas import JobAccepted, JobResult, JobStatus, JobView, PredictRequest, Problem
@@ -76,7 +77,13 @@ async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView
     "/{job_id}/result",
     response_model=JobResult,
     responses={
-        200: ex.answer("The predictions, in row order.", ex.RESULT),
+        200: {
+            "description": "The predictions: JSON, or `text/csv` for a CSV job.",
+            "content": {
+                "application/json": {"example": ex.RESULT},
+                "text/csv": {"example": ex.CSV_RESULT},
+            },
+        },
         202: {"model": JobView, **ex.answer("Not finished yet: the job.", ex.VIEW_RUNNING)},
         409: {"model": Problem, "description": "The job failed or was cancelled: its error."},
         **{k: PROBLEMS[k] for k in (404, 503)},
@@ -88,9 +95,12 @@ async def get_result(
     owner: OwnerDep,
     settings: SettingsDep,
     wait: Annotated[float, Query(ge=0, le=30, description="Seconds to long-poll for the end.")] = 0,
-) -> JobResult | JSONResponse:
-    """The predictions, one per input row in order; `?wait=S` returns as soon as the job ends."""
+) -> JobResult | JSONResponse | StreamingResponse:
+    """The predictions, one per input row in order (for a CSV job a `text/csv` stream: the id
+    column when one was named, then `prediction`); `?wait=S` returns as soon as the job ends."""
     view, predictions = await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
+    if view.kind == "csv" and view.status is JobStatus.SUCCEEDED:
+        return await _csv_result(queue, job_id)
     if view.status is JobStatus.SUCCEEDED and predictions is not None:
         return JobResult(
             job_id=job_id,
@@ -126,4 +136,17 @@ async def cancel_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobV
         raise JobConflict(
             f"job {job_id} has already {previous}; nothing to cancel", job_status=previous
         )
-    return await queue.store.get(job_id, owner)
+    view = await queue.store.get(job_id, owner)
+    if view.kind == "csv":  # its chunks will not be scored: free their data now
+        await CsvStore(queue.store.redis, queue.settings.result_ttl).purge(job_id)
+    return view
+
+
+async def _csv_result(queue: JobQueueDep, job_id: str) -> StreamingResponse:
+    chunks = CsvStore(queue.store.redis, queue.settings.result_ttl)
+    n, id_column = await chunks.result_info(job_id)
+    return StreamingResponse(
+        chunks.result_csv(job_id, n, id_column),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+    )

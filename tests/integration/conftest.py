@@ -7,12 +7,14 @@ starting one: CI's Redis service container, the test compose's `redis`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -50,11 +52,14 @@ class System:
         return self.worker
 
 
-@pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
-    workdir = tmp_path_factory.mktemp("system")
+@contextlib.contextmanager
+def running_system(
+    workdir: Path, model_dir: Path, db_offset: int = 0, **settings: str
+) -> Iterator[System]:
+    """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after.
+    `db_offset` keeps a second system on a given Redis apart from the first."""
     http_port, metrics_port = processes.free_port(), processes.free_port()
-    redis, redis_url = _redis(workdir)
+    redis, redis_url = _redis(workdir, db_offset)
     env = {
         "MLQUEUE_REDIS_URL": redis_url,
         "MLQUEUE_MODEL_DIR": str(model_dir),
@@ -66,6 +71,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         "MLQUEUE_TASK_TIME_LIMIT": "7",
         "MLQUEUE_WORKER_METRICS_PORT": str(metrics_port),
         "MLQUEUE_METRICS_DIR": str(workdir / "metrics"),
+        **{f"MLQUEUE_{k.upper()}": v for k, v in settings.items()},
     }
     system = System(
         redis_url,
@@ -86,10 +92,34 @@ def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
                 processes.stop(proc)
 
 
-def _redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """A redis-server started for the session, or none when MLQUEUE_TEST_REDIS_URL names one."""
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("system"), model_dir) as system:
+        yield system
+
+
+@pytest.fixture(scope="module")
+def csv_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    """A second system whose CSV chunks are 100 lines and uploads at most 4 MiB, so that small
+    files make many chunks and the size limit is cheap to pass."""
+    with running_system(
+        tmp_path_factory.mktemp("csv-system"),
+        model_dir,
+        db_offset=1,
+        csv_chunk_rows="100",
+        max_upload_bytes=str(4 * 1024 * 1024),
+    ) as system:
+        yield system
+
+
+def _redis(workdir: Path, db_offset: int = 0) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A redis-server started for the system, or none when MLQUEUE_TEST_REDIS_URL names one
+    (then database `db + db_offset` of it)."""
     given = os.environ.get("MLQUEUE_TEST_REDIS_URL")
     if given:
+        url = urlsplit(given)
+        db = (int(url.path.strip("/") or 0) + db_offset) % 16
+        given = urlunsplit(url._replace(path=f"/{db}"))
         with Redis.from_url(given, socket_timeout=5) as client:
             client.ping()  # fail fast, and clearly, on a wrong URL
         return None, given

@@ -19,6 +19,8 @@ from gateway.queue import JobQueue
 from gateway.store import JobStore
 from shared.registry import Registry
 from shared.settings import Settings
+from shared.tasks import SCORE_CHUNK
+from worker.csv_chunks import score_chunk
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
 from worker.predict import run_batch
@@ -55,7 +57,10 @@ class FakeCelery:
     def send_task(self, name: str, kwargs: dict[str, Any], task_id: str, **_: Any) -> None:
         self.sent.append({"name": name, "kwargs": kwargs, "task_id": task_id})
         if self.run:
-            run_batch(self.runtime, kwargs["jobs"], kwargs["model"])
+            if name == SCORE_CHUNK:
+                score_chunk(self.runtime, **kwargs)
+            else:
+                run_batch(self.runtime, kwargs["jobs"], kwargs["model"])
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.errors import InvalidInput
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE
+from shared.tasks import PREDICT, QUEUE, SCORE_CHUNK
 from worker import job_events, metrics
 
 ROW = [0.01 * i for i in range(10)]
@@ -161,3 +161,27 @@ def test_worker_observers_are_no_ops_before_setup(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(metrics, "_metrics", None)
     metrics.observe_job("demo", "1", "succeeded", 1, 0.1)  # must not raise
     assert metrics.serve(Settings()) is None
+
+
+def test_csv_chunks_count_rows_and_the_last_chunk_ends_the_job(worker_metrics: Path) -> None:
+    task = SimpleNamespace(name=SCORE_CHUNK)
+    for job_id, index, rows, state, retval in [
+        ("j1", 0, 100, "SUCCESS", "running"),
+        ("j1", 1, 50, "SUCCESS", "succeeded"),
+        ("j1", 1, 50, "SUCCESS", "succeeded_already"),  # a redelivery, skipped
+        ("j2", 0, 100, "SUCCESS", "failed"),  # a bad line
+        ("j3", 0, 100, "FAILURE", RuntimeError("boom")),
+    ]:
+        kwargs = {"job_id": job_id, "index": index, "rows": rows, "model": "demo:1"}
+        job_events._task_started(f"{job_id}.{index}", task, kwargs)
+        job_events._task_ended(f"{job_id}.{index}", task, kwargs, retval, state)
+    text = collect(worker_metrics)
+    ok = {"model": "demo", "version": "1", "outcome": "succeeded"}
+    failed = {**ok, "outcome": "failed"}
+    assert value(text, "mlqueue_worker_rows_total", **ok) == 150
+    assert value(text, "mlqueue_worker_jobs_total", **ok) == 1
+    assert value(text, "mlqueue_worker_rows_total", **failed) == 200
+    assert value(text, "mlqueue_worker_jobs_total", **failed) == 2
+    failures = "mlqueue_worker_failures_total"
+    assert value(text, failures, model="demo", error_type="InvalidInput") == 1
+    assert value(text, failures, model="demo", error_type="RuntimeError") == 1

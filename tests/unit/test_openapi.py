@@ -10,7 +10,14 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from gateway import examples as ex
-from shared.schemas import JobAccepted, JobResult, JobView, LegacyPredictResponse, ModelsView
+from shared.schemas import (
+    CsvErrors,
+    JobAccepted,
+    JobResult,
+    JobView,
+    LegacyPredictResponse,
+    ModelsView,
+)
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -50,6 +57,8 @@ def test_every_operation_has_request_and_answer_examples(app: FastAPI) -> None:
         (JobResult, ex.RESULT),
         (ModelsView, ex.MODELS),
         (LegacyPredictResponse, ex.LEGACY),
+        (JobAccepted, ex.CSV_ACCEPTED),
+        (CsvErrors, ex.CSV_ERRORS),
     ],
 )
 def test_answer_examples_match_their_schemas(model: type[BaseModel], example: Any) -> None:
@@ -60,6 +69,11 @@ def test_request_examples_do_what_they_say(client: TestClient) -> None:
     for name, example in ex.SUBMIT_BODIES.items():
         response = client.post("/v1/jobs", json=example["value"])
         assert response.status_code == (422 if name == "invalid" else 202), response.text
+    upload = ex.CSV_UPLOAD["value"]
+    fields = {"model": upload["model"], "id_column": upload["id_column"]}
+    accepted = client.post("/v1/jobs/csv", data=fields, files={"file": ("c.csv", upload["file"])})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["n_rows"] == 2
     csv = ex.CSV_FORM["value"]["file"]
     response = client.post("/predict_csv", files={"csv_file": ("rows.csv", csv)})
     assert response.status_code == 200

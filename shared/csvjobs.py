@@ -1,0 +1,151 @@
+"""Bulk CSV jobs in Redis: chunk keys, the scripts that move them, the chunk task's arguments.
+
+A CSV job is a job record (`shared.jobstore`) plus, per chunk `i`, these keys (all with a TTL):
+`<job>:in:<i>` the chunk's raw bytes until scored, `<job>:out:<i>` its predictions as float64
+little-endian bytes, `<job>:ids:<i>` its ids (JSON list, when an id column was named),
+`<job>:err:<i>` the lines it skipped (JSON list, with on_error=skip), and one set `<job>:done` of
+the scored chunk indices. Scoring a chunk is recorded by `CHUNK_DONE` keyed by the chunk's index,
+so a chunk delivered twice (a worker died after scoring it) is counted once and rows are neither
+duplicated nor dropped. The job succeeds when `chunks_done` reaches `chunks_total`, which the
+gateway sets when the upload ends (`FINALIZE`); whichever of the two comes last completes it.
+Chunk keys are only written while the job is queued or running, so a cancel or a failure can
+delete them once and for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Final
+
+from shared.csvformat import Layout
+from shared.jobstore import job_key
+
+ON_ERROR: Final = ("fail", "skip")
+MAX_SKIP_REPORT: Final = 100
+"""Skipped lines listed per chunk (the count is always exact)."""
+
+
+def in_key(job_id: str, index: int) -> str:
+    """Raw bytes of chunk `index`, until it is scored."""
+    return f"{job_key(job_id)}:in:{index}"
+
+
+def out_key(job_id: str, index: int) -> str:
+    """Predictions of chunk `index`: float64 little-endian."""
+    return f"{job_key(job_id)}:out:{index}"
+
+
+def ids_key(job_id: str, index: int) -> str:
+    """Ids of chunk `index` (a JSON list of strings)."""
+    return f"{job_key(job_id)}:ids:{index}"
+
+
+def err_key(job_id: str, index: int) -> str:
+    """Lines chunk `index` skipped (a JSON list of {line, column, name, msg})."""
+    return f"{job_key(job_id)}:err:{index}"
+
+
+def done_key(job_id: str) -> str:
+    """The set of scored chunk indices."""
+    return f"{job_key(job_id)}:done"
+
+
+def chunk_keys(job_id: str, chunks: int) -> list[str]:
+    """Every data key of a job that stored `chunks` chunks (for deletion)."""
+    keys = [done_key(job_id)]
+    for i in range(chunks):
+        keys += [in_key(job_id, i), out_key(job_id, i), ids_key(job_id, i), err_key(job_id, i)]
+    return keys
+
+
+def task_kwargs(
+    job_id: str, index: int, first_line: int, rows: int, model: str, layout: Layout, on_error: str
+) -> dict[str, Any]:
+    """The JSON arguments of `mlqueue.score_chunk` (see `shared.tasks`)."""
+    return {
+        "job_id": job_id,
+        "index": index,
+        "first_line": first_line,
+        "rows": rows,
+        "model": model,
+        "layout": asdict(layout),
+        "on_error": on_error,
+    }
+
+
+def layout_from(value: dict[str, Any]) -> Layout:
+    """A `Layout` back from its JSON form."""
+    return Layout(**value)
+
+
+# KEYS[1] job, KEYS[2] in:<i>; ARGV: data, ttl. 1 when stored, else the job's status.
+STORE_CHUNK = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then
+  return status or 'missing'
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
+return 1
+"""
+
+# KEYS[1] job, KEYS[2] done; ARGV: index, now. "running" to score, "done" if already scored,
+# else the job's status ("missing" when it expired).
+CHUNK_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then
+  return status or 'missing'
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return 'done'
+end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
+end
+return 'running'
+"""
+
+# KEYS: job, done, in, out, ids, err; ARGV: index, rows, scored, skipped, predictions, ids,
+# errors, ttl, now, channel, key prefix. Returns the job's status after the call, or "duplicate".
+CHUNK_DONE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then
+  return status or 'missing'
+end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return 'duplicate'
+end
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[8])
+if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8]) end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
+redis.call('DEL', KEYS[3])
+local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[2])
+local scored = redis.call('HINCRBY', KEYS[1], 'rows_scored', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'rows_skipped', ARGV[4])
+local total = redis.call('HGET', KEYS[1], 'chunks_total')
+if total and tonumber(total) == done then
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[9], 'n_rows', scored)
+  redis.call('PUBLISH', ARGV[10], string.sub(KEYS[1], string.len(ARGV[11]) + 1))
+  return 'succeeded'
+end
+return 'running'
+"""
+
+# KEYS[1] job; ARGV: chunks_total, rows_total, now, channel, key prefix. The job's status after.
+FINALIZE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then
+  return status or 'missing'
+end
+redis.call('HSET', KEYS[1], 'chunks_total', ARGV[1], 'rows_total', ARGV[2])
+local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
+if done == tonumber(ARGV[1]) then
+  local scored = redis.call('HGET', KEYS[1], 'rows_scored') or '0'
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3], 'n_rows', scored)
+  redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+  return 'succeeded'
+end
+return status
+"""
