@@ -157,3 +157,41 @@ def test_a_bad_file_shows_its_line_number(
     home.screenshot(ARTIFACTS / f"web-page-{case}.png")
     assert message.startswith(f"Error: {where}")
     assert home.evaluate("document.getElementById('download').hidden") is True
+
+
+# Stands in for issue 6's API keys in the browser: /v1/models answers 401 without a bearer key,
+# and every request's Authorization header is recorded.
+KEYED_GATEWAY = """
+window.__auth = [];
+const realFetch = window.fetch.bind(window);
+window.fetch = (url, options = {}) => {
+  const auth = (options.headers || {}).Authorization || null;
+  window.__auth.push([String(url), auth]);
+  if (String(url).endsWith('/v1/models') && auth !== 'Bearer s3cret') {
+    return Promise.resolve(new Response(
+      JSON.stringify({title: 'Unauthorized', status: 401, detail: 'a valid API key is required'}),
+      {status: 401, headers: {'content-type': 'application/problem+json'}}));
+  }
+  return realFetch(url, options);
+};
+"""
+
+
+def test_a_401_asks_for_the_key_and_the_key_is_sent(page: Page, system: System) -> None:
+    script = page.send("Page.addScriptToEvaluateOnNewDocument", source=KEYED_GATEWAY)
+    try:
+        page.goto(f"{system.base_url}/")
+        page.wait_for("!document.getElementById('key-section').hidden")
+        error = page.wait_for("document.getElementById('models-error').textContent")
+        assert error == "a valid API key is required"
+        page.evaluate(
+            "const key = document.getElementById('api-key'); key.value = 's3cret';"
+            "key.dispatchEvent(new Event('change'))"
+        )
+        page.wait_for("document.querySelectorAll('#models tbody tr').length > 0")
+        assert page.evaluate("document.getElementById('models-error').hidden") is True
+        assert page.evaluate("window.__auth.at(-1)") == ["/v1/models", "Bearer s3cret"]
+        assert page.evaluate("sessionStorage.getItem('mlqueue-api-key')") == "s3cret"
+    finally:
+        page.send("Page.removeScriptToEvaluateOnNewDocument", identifier=script["identifier"])
+        page.evaluate("sessionStorage.clear()")
