@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint lint-deploy bench bench-csv drill soak train clean
+.PHONY: chromium run test lint lint-deploy bench bench-csv drill soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -23,7 +23,7 @@ run: $(VENV)/.run-installed
 	$(PY) -m shared.launcher
 
 ## Unit and integration tests; starts the throwaway Redis, worker and gateway it needs
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed chromium
 	$(PY) -m pytest
 
 $(VENV)/.deploy-lint-installed: pyproject.toml | $(VENV)/bin/python
@@ -62,6 +62,13 @@ bench-csv: $(VENV)/.bench-installed
 ## Train a new version of the demo model
 train: $(VENV)/.run-installed
 	$(PY) -m worker.train
+
+# Debian's headless Chromium for the web page test (installed when missing; needs root or sudo).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

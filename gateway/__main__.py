@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -16,6 +17,8 @@ from types import FrameType
 
 import uvicorn
 
+from shared import metrics_dir
+from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
 
@@ -26,7 +29,7 @@ def config(settings: Settings) -> uvicorn.Config:
         factory=True,
         host=settings.host,
         port=settings.port,
-        log_config=None,  # our JSON logging, configured in the lifespan
+        log_config=None,  # keep our JSON handler (main() and each lifespan configure it)
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         limit_concurrency=4096,
@@ -47,6 +50,15 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def serve_many(settings: Settings) -> int:
     """Fork one uvicorn server per worker and wait; a signal is passed on to all of them."""
+    # Before the fork: every process then counts into files that any of them sums on /metrics.
+    metrics = metrics_dir.enable(None, prefix="mlqueue-gateway-metrics-")
+    try:
+        return _fork_servers(settings)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def _fork_servers(settings: Settings) -> int:
     children: list[int] = []
     for _ in range(settings.gateway_workers):
         pid = os.fork()
@@ -75,6 +87,7 @@ def serve_many(settings: Settings) -> int:
 def main() -> None:
     """Serve until interrupted."""
     settings = get_settings()
+    configure_logging(settings.log_level)  # uvicorn's startup lines too, before the lifespan
     if settings.gateway_workers == 1:
         uvicorn.Server(config(settings)).run()
     else:

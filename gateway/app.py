@@ -14,8 +14,9 @@ from gateway import deps, errors
 from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
+from gateway.metrics import MetricsMiddleware
 from gateway.queue import JobQueue
-from gateway.routes import csv_jobs, health, jobs, legacy, models
+from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
 from gateway.store import JobStore
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
@@ -65,15 +66,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.queue_depth = QueueDepth(settings.max_queue_depth)
     errors.install(app)
-    # Every router but the probes needs an API key when keys are configured.
+    # Every router but the probes and the web page needs an API key when keys are configured;
+    # /metrics too, unless MLQUEUE_METRICS_PUBLIC.
     for router in (jobs.router, csv_jobs.router, models.router, legacy.router):
         app.include_router(router, dependencies=[Depends(deps.get_owner)], responses=UNAUTHORIZED)
-    app.include_router(health.router)
+    app.include_router(metrics.router, dependencies=[Depends(deps.metrics_access)])
+    for router in (health.router, web.router):
+        app.include_router(router)
+    app.mount("/static", web.static_files(), name="static")
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         per_path={"/v1/jobs/csv": settings.max_upload_bytes},
     )
+    app.add_middleware(MetricsMiddleware)  # outermost, so that it also counts the 413s
     return app
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from gateway.store import JobStore
 
+log = logging.getLogger(__name__)
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -85,6 +87,9 @@ class Batcher:
             # One job alone keeps its own id as the message id, which eases tracing.
             message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
             await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
+            # Links the message id (the worker's Celery task id) to the job ids it carries.
+            extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
+            log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})
         except BaseException as exc:
             batch.sent.set_exception(exc)
             # Read the exception even if every waiter went away, so asyncio does not warn.

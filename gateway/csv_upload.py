@@ -23,6 +23,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from gateway import metrics
 from gateway.csv_store import CsvStore
 from gateway.multipart import Multipart, boundary_of
 from gateway.store import JobStore
@@ -230,6 +231,7 @@ class CsvUpload:
         )
         if status not in JobStatus.__members__.values():
             raise JobConflict(f"job {self.job_id} expired during the upload", job_id=self.job_id)
+        metrics.job_submitted(self.info.name, "csv", self._chunker.rows_total)
         log.info(
             "csv upload accepted",
             extra={

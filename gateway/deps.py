@@ -68,6 +68,13 @@ async def get_owner(request: Request, credentials: Credentials) -> str:
     return keys.owner_id(found)
 
 
+async def metrics_access(request: Request, credentials: Credentials) -> None:
+    """`/metrics` needs a key like `/v1`, unless `MLQUEUE_METRICS_PUBLIC` opens it."""
+    settings: Settings = request.app.state.settings
+    if not settings.metrics_public:
+        await get_owner(request, credentials)
+
+
 async def queue_has_room(request: Request, redis: Annotated[Redis, Depends(get_redis)]) -> None:
     """503 with Retry-After when the queue is deeper than `MLQUEUE_MAX_QUEUE_DEPTH`."""
     depth: QueueDepth = request.app.state.queue_depth

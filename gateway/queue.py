@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from gateway import metrics
 from gateway.batcher import Batcher
 from gateway.events import JobEvents
 from gateway.store import JobStore
@@ -23,6 +25,7 @@ from shared.schemas import JobAccepted, JobStatus, JobView
 from shared.settings import Settings
 from shared.tasks import PREDICT_BATCH, QUEUE
 
+log = logging.getLogger(__name__)
 # Fail fast when the broker is away: the client gets a 503 and retries, the gateway never hangs.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -57,6 +60,17 @@ class JobQueue:
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
         await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+        metrics.job_submitted(info.name, "json", len(rows))
+        log.info(
+            "job submitted",
+            extra={
+                "job_id": job_id,
+                "kind": "json",
+                "model": info.name,
+                "version": info.version,
+                "rows": len(rows),
+            },
+        )
         return JobAccepted(
             job_id=job_id,
             status=JobStatus.QUEUED,

@@ -1,6 +1,8 @@
 """`make run`: Redis (unless MLQUEUE_REDIS_URL is set), the demo model, a worker and the gateway.
 
 Stays in the foreground; Ctrl-C (or SIGTERM) stops every process it started, children included.
+A worker or gateway that dies (killed, crashed) is started again, as a supervisor would; if one
+keeps dying, or Redis dies, everything stops with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from shared import processes
 from shared.settings import get_settings
 
 RUN_DIR = Path(".run")
+MAX_RESTARTS = 5  # per process, within RESTART_WINDOW seconds
+RESTART_WINDOW = 60.0
 
 
 class Stop(Exception):
@@ -54,17 +58,30 @@ def main() -> int:
             env["MLQUEUE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             print(f"mlqueue: started redis-server on 127.0.0.1:{port}", flush=True)
         subprocess.run([sys.executable, "-m", "worker.train", "--if-missing"], check=True)
-        argv = processes.worker_argv(settings.worker_concurrency)
-        started.append(("worker", processes.spawn(argv, env)))
-        started.append(("gateway", processes.spawn(processes.gateway_argv(), env)))
+        commands = {
+            "worker": processes.worker_argv(settings.worker_concurrency),
+            "gateway": processes.gateway_argv(),
+        }
+        for name, argv in commands.items():
+            started.append((name, processes.spawn(argv, env)))
         base = f"http://{settings.host}:{settings.port}"
         processes.wait_until(lambda: ready(f"{base}/readyz"), 90, "mlqueue /readyz", started[-1][1])
         print(f"mlqueue: ready at {base} (docs: {base}/docs); Ctrl-C stops everything", flush=True)
+        restarts: dict[str, list[float]] = {name: [] for name in commands}
         while True:
-            for name, proc in started:
-                if proc.poll() is not None:
-                    print(f"mlqueue: {name} exited with code {proc.returncode}", file=sys.stderr)
+            for i, (name, proc) in enumerate(started):
+                if proc.poll() is None:
+                    continue
+                print(f"mlqueue: {name} exited with code {proc.returncode}", file=sys.stderr)
+                recent = [
+                    t for t in restarts.get(name, []) if time.monotonic() - t < RESTART_WINDOW
+                ]
+                if name not in commands or len(recent) >= MAX_RESTARTS:
                     return 1
+                processes.stop(proc)  # reap what the dead process left in its group
+                restarts[name] = [*recent, time.monotonic()]
+                print(f"mlqueue: restarting {name}", file=sys.stderr, flush=True)
+                started[i] = (name, processes.spawn(commands[name], env))
             time.sleep(0.5)
     except Stop as stop:
         print(f"mlqueue: {stop}: stopping", flush=True)

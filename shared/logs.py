@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn's ANSI-coloured copy of its message: noise in a JSON line.
+_DROPPED = _STANDARD | {"color_message"}
+# uvicorn's access line: `'%s - "%s %s HTTP/%s" %d' % (client, method, path, http, status)`.
+_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 
 # Celery puts task arguments and return values (row data, predictions) into its log records.
@@ -44,17 +49,21 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "event": record.getMessage(),
         }
-        line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            line.update(zip(_ACCESS_FIELDS, record.args, strict=False))
+        line.update((k, v) for k, v in vars(record).items() if k not in _DROPPED)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 
-def configure_logging(level: str) -> None:
-    """Send every logger's records to stderr as JSON lines at `level`."""
+def configure_logging(level: str, filters: Iterable[logging.Filter] = ()) -> None:
+    """Send every logger's records to stderr as JSON lines at `level`, through `filters`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactRowData())
+    for extra_filter in filters:
+        handler.addFilter(extra_filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     """Chunks of one upload stored but not yet scored before the gateway stops reading the upload
     until workers catch up; bounds the Redis memory a big file takes and lets other jobs in."""
 
+    # --- Observability ------------------------------------------------------------------
+    metrics_dir: Path | None = None
+    """Where a worker's prefork children write Prometheus metrics for the main process to add up
+    (`PROMETHEUS_MULTIPROC_DIR`); emptied at worker start. Unset: a fresh temporary directory."""
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)
+    """Port of the worker main process's Prometheus endpoint (children summed); 0: off."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Interface the worker's Prometheus endpoint binds (`0.0.0.0` to be scraped from elsewhere)."""
+
     # --- Reliability and security -------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = []
     """SHA-256 hex digests of the accepted API keys (`python -m gateway.keys` makes a pair).

@@ -11,7 +11,7 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from worker import kombu_patch, runtime
+from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 
@@ -24,7 +24,18 @@ _recorder: JobRecorder | None = None
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, [job_events.CurrentTaskId()])
+
+
+@signals.worker_init.connect
+def _setup_metrics(**_: Any) -> None:
+    # In the main process, before the pool forks: children inherit the multiprocess directory.
+    metrics.setup(settings)
+
+
+@signals.worker_process_shutdown.connect
+def _child_exited(pid: int, **_: Any) -> None:
+    metrics.process_exited(pid)
 
 
 @signals.worker_process_init.connect
@@ -39,12 +50,14 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
     _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval)
     _heartbeat.start()
+    metrics.serve(settings)
 
 
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    metrics.shutdown()
 
 
 @signals.task_failure.connect

@@ -19,6 +19,7 @@ from redis import Redis
 from shared import csvjobs, jobstore
 from shared.csvformat import MAX_REPORTED, describe
 from shared.errors import InvalidInput, ServiceError
+from worker import metrics
 from worker.csv_parse import parse_chunk
 from worker.predict import PredictionFailed
 from worker.runtime import Runtime
@@ -148,11 +149,14 @@ def _score(
     layout: dict[str, Any],
     on_error: str,
 ) -> str:
-    _, loaded = rt.models.get(model)
+    info, loaded = rt.models.get(model)
     parsed = parse_chunk(data, first_line, csvjobs.layout_from(layout), rows)
     if parsed.errors and on_error != "skip":
         raise InvalidInput(describe(parsed.errors), errors=parsed.errors[:MAX_REPORTED])
+    predict_started = time.perf_counter()
     predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)
+    seconds = time.perf_counter() - predict_started
+    metrics.observe_predict(info.name, info.version, len(parsed.X), seconds)
     if len(predictions) != len(parsed.X):
         raise PredictionFailed(f"the model returned {len(predictions)} values for {len(parsed.X)}")
     raw = np.asarray(predictions, dtype="<f8").tobytes()

@@ -10,6 +10,7 @@ from pathlib import Path
 from shared.model import Model
 from shared.registry import Registry
 from shared.schemas import ModelInfo
+from worker import metrics
 from worker.sklearn_model import SklearnModel
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,15 @@ class ModelCache:
         path = self.registry.artifact(info)  # raises ModelError unless the sha256 matches
         started = time.perf_counter()
         model = self._loader(path)
+        seconds = time.perf_counter() - started
+        metrics.observe_model_load(info.name, info.version, seconds)
         self.loads += 1
         log.info(
             "model loaded",
             extra={
                 "model": info.name,
                 "version": info.version,
-                "duration_ms": round(1000 * (time.perf_counter() - started), 1),
+                "duration_ms": round(1000 * seconds, 1),
             },
         )
         return model

@@ -11,6 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.errors import InvalidInput, JobConflict, ServiceError
 from shared.model import Model
+from worker import metrics, observe
 from worker.inference import Matrix, predict_rows, to_matrix
 from worker.runtime import Runtime
 
@@ -27,10 +28,12 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
     status = rt.jobs.start(job_id, model, n_rows)
     if status != "running":
         return _already_ended(rt, job_id, status, model)
-    started = time.perf_counter()
     try:
         info, loaded = rt.models.get(model)
+        predict_started = time.perf_counter()
         predictions = predict_rows(loaded, rows)
+        seconds = time.perf_counter() - predict_started
+        metrics.observe_predict(info.name, info.version, n_rows, seconds)
     except ServiceError as exc:
         rt.jobs.fail(job_id, type(exc).__name__, exc.message)
         raise
@@ -43,16 +46,7 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         rt.jobs.fail(job_id, PredictionFailed.__name__, message)
         raise PredictionFailed(message) from exc
     rt.jobs.succeed(job_id, info.version, predictions)
-    log.info(
-        "job succeeded",
-        extra={
-            "job_id": job_id,
-            "model": info.name,
-            "version": info.version,
-            "rows": n_rows,
-            "duration_ms": round(1000 * (time.perf_counter() - started), 2),
-        },
-    )
+    # "job started" and "job succeeded" are logged by worker.job_events around the task.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
 
@@ -74,6 +68,7 @@ def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, 
     sizes = [(str(job["id"]), len(job["rows"])) for job in jobs]
     statuses = rt.jobs.start_many(sizes, model)
     live = {str(j["id"]): j["rows"] for j, s in zip(jobs, statuses, strict=True) if s == "running"}
+    observe.batch_started(live, model, dict(sizes))
     failed: dict[str, tuple[str, str]] = {}
     succeeded: dict[str, list[float]] = {}
     version = ""
@@ -86,7 +81,12 @@ def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, 
                 matrices[job_id] = to_matrix(rows, loaded.n_features)
             except InvalidInput as exc:
                 failed[job_id] = (type(exc).__name__, exc.message)
+        predict_started = time.perf_counter()
         succeeded = _predict_together(loaded, matrices, failed)
+        if matrices:
+            n_rows = sum(len(m) for m in matrices.values())
+            seconds = time.perf_counter() - predict_started
+            metrics.observe_predict(info.name, version, n_rows, seconds)
     except ServiceError as exc:  # the model itself is missing or untrusted: every job says so
         log.error("batch failed: %s", exc.message, extra={"model": model, "jobs": len(live)})
         failed.update((job_id, (type(exc).__name__, exc.message)) for job_id in live)
@@ -95,6 +95,9 @@ def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, 
         failed.update((j, ("TimeLimitExceeded", message)) for j in live if j not in failed)
         succeeded = {}
     rt.jobs.finish_many(version, succeeded, failed)
+    observe.batch_ended(
+        model, version, dict(sizes), succeeded, failed, time.perf_counter() - started
+    )
     log.info(
         "batch done",
         extra={"jobs": len(jobs), "succeeded": len(succeeded), "failed": len(failed),

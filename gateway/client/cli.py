@@ -14,16 +14,19 @@ from typing import Any
 
 import click
 import httpx
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from gateway.client.api import ApiError, Client
 
@@ -161,7 +164,7 @@ def score(
                 f"the gateway closed the connection during the upload ({exc}); the file may "
                 "exceed its upload limit (MLQUEUE_MAX_UPLOAD_BYTES)"
             ) from exc
-        scoring = bars.add_task("scoring", total=job.get("n_rows"))
+        scoring = bars.add_task("scoring", total=job.get("n_rows"), unit="rows")
         view = client.wait(job["job_id"], lambda v: _show(bars, scoring, v))
         if view["status"] != "succeeded":
             raise Failed(_why(view))
@@ -179,12 +182,30 @@ def _progress() -> Progress:
         TextColumn("{task.description:>9}"),
         BarColumn(),
         TaskProgressColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        _Amount(DownloadColumn()),
+        _Amount(TransferSpeedColumn()),
         TimeRemainingColumn(),
         console=err,
         transient=False,
     )
+
+
+class _Amount(ProgressColumn):
+    """A byte column for transfers, and rows (and rows/s) for the scoring bar."""
+
+    def __init__(self, for_bytes: ProgressColumn) -> None:
+        super().__init__()
+        self.for_bytes = for_bytes
+
+    def render(self, task: Task) -> RenderableType:
+        if task.fields.get("unit") != "rows":
+            return self.for_bytes.render(task)
+        if isinstance(self.for_bytes, TransferSpeedColumn):
+            return Text(
+                f"{task.speed:,.0f} rows/s" if task.speed else "", style="progress.data.speed"
+            )
+        total = "?" if task.total is None else f"{int(task.total):,}"
+        return Text(f"{int(task.completed):,}/{total} rows", style="progress.download")
 
 
 def _show(bars: Progress, task: Any, view: dict[str, Any]) -> None:

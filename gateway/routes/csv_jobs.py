@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from gateway import examples as ex
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload
 from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom
@@ -36,6 +37,7 @@ UPLOAD_BODY: dict[str, Any] = {
                     },
                 },
                 "encoding": {"file": {"contentType": "text/csv"}},
+                "examples": {"with-ids": ex.CSV_UPLOAD},
             }
         },
     }
@@ -47,6 +49,7 @@ UPLOAD_BODY: dict[str, Any] = {
     status_code=202,
     openapi_extra=UPLOAD_BODY,
     responses={
+        202: ex.answer("Accepted: poll `Location` for progress.", ex.CSV_ACCEPTED),
         413: {"model": Problem, "description": "The upload exceeds MLQUEUE_MAX_UPLOAD_BYTES."},
         415: {"model": Problem, "description": "The body is not multipart/form-data."},
         **{k: PROBLEMS[k] for k in (422, 503)},
@@ -82,7 +85,13 @@ async def submit_csv(
     return accepted
 
 
-@router.get("/{job_id}/errors", responses={k: PROBLEMS[k] for k in (404, 503)})
+@router.get(
+    "/{job_id}/errors",
+    responses={
+        200: ex.answer("The bad lines, with line and column.", ex.CSV_ERRORS),
+        **{k: PROBLEMS[k] for k in (404, 503)},
+    },
+)
 async def get_errors(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> CsvErrors:
     """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
     view = await queue.store.get(job_id, owner)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from gateway import examples as ex
 from gateway.deps import RedisDep, RegistryDep, SettingsDep
 from shared.errors import ServiceError
 from shared.jobstore import WORKERS
@@ -16,13 +17,19 @@ from shared.tasks import QUEUE
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={200: ex.answer("Alive.", {"status": "ok"})})
 def healthz() -> dict[str, str]:
     """The process is alive (no dependency is checked)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready; `reasons` says why."}})
+@router.get(
+    "/readyz",
+    responses={
+        200: ex.answer("Ready, with what was checked.", ex.READY),
+        503: ex.answer("Not ready; `reasons` says why.", ex.NOT_READY),
+    },
+)
 async def readyz(redis: RedisDep, registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     """Ready when Redis answers, a worker beat recently and the default model exists."""
     reasons: list[str] = []
@@ -40,10 +47,10 @@ async def readyz(redis: RedisDep, registry: RegistryDep, settings: SettingsDep) 
         checks["redis"] = "unreachable"
         reasons.append("Redis is unreachable")
     try:
-        info = registry.resolve("default")
+        info = registry.resolve(registry.default)
         checks["model"] = f"{info.name}:{info.version}"
     except ServiceError as exc:
-        reasons.append(f"default model unavailable: {exc.message}")
+        reasons.append(f"default model {registry.default!r} unavailable: {exc.message}")
     ready = not reasons
     body = {"status": "ready" if ready else "not ready", "checks": checks, "reasons": reasons}
     return JSONResponse(body, status_code=200 if ready else 503)

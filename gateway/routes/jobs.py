@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from gateway import examples as ex
 from gateway.csv_store import CsvStore
 from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
 from shared.errors import JobConflict
@@ -16,20 +17,41 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="The id returned at submit.")]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such job (or not yours)."},
-    422: {"model": Problem, "description": "Invalid rows, naming row and column."},
-    503: {"model": Problem, "description": "Redis or the broker is unavailable (see Retry-After)."},
+    404: {
+        "model": Problem,
+        **ex.answer("No such job (or not yours).", ex.problem(404, "JobNotFound", "no job x")),
+    },
+    422: {
+        "model": Problem,
+        **ex.answer(
+            "Invalid rows, naming row and column.",
+            ex.problem(422, "InvalidInput", "row 0 has 3 features, expected 10"),
+        ),
+    },
+    503: {
+        "model": Problem,
+        **ex.answer(
+            "Redis or the broker is unavailable (see Retry-After).",
+            ex.problem(503, "QueueUnavailable", "the job queue is unavailable; retry shortly"),
+        ),
+    },
 }
 
 
 @router.post(
     "",
     status_code=202,
-    responses={k: PROBLEMS[k] for k in (422, 503)},
+    responses={
+        202: ex.answer("Accepted: poll `Location`.", ex.ACCEPTED),
+        **{k: PROBLEMS[k] for k in (422, 503)},
+    },
     dependencies=[QueueHasRoom],
 )
 async def submit_job(
-    body: PredictRequest, queue: JobQueueDep, owner: OwnerDep, response: Response
+    body: Annotated[PredictRequest, Body(openapi_examples=ex.SUBMIT_BODIES)],
+    queue: JobQueueDep,
+    owner: OwnerDep,
+    response: Response,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
     accepted = await queue.submit(body.data, body.model, owner)
@@ -37,7 +59,16 @@ async def submit_job(
     return accepted
 
 
-@router.get("/{job_id}", responses={k: PROBLEMS[k] for k in (404, 503)})
+@router.get(
+    "/{job_id}",
+    responses={
+        200: ex.answers(
+            "The job.",
+            {"succeeded": ex.VIEW_SUCCEEDED, "running": ex.VIEW_RUNNING, "csv": ex.VIEW_CSV},
+        ),
+        **{k: PROBLEMS[k] for k in (404, 503)},
+    },
+)
 async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView:
     """The job's status, timestamps, model, row count, progress and error."""
     return await queue.store.get(job_id, owner)
@@ -47,8 +78,14 @@ async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView
     "/{job_id}/result",
     response_model=JobResult,
     responses={
-        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV for a CSV job."},
-        202: {"model": JobView, "description": "Not finished yet: the job's status."},
+        200: {
+            "description": "The predictions: JSON, or `text/csv` for a CSV job.",
+            "content": {
+                "application/json": {"example": ex.RESULT},
+                "text/csv": {"example": ex.CSV_RESULT},
+            },
+        },
+        202: {"model": JobView, **ex.answer("Not finished yet: the job.", ex.VIEW_RUNNING)},
         409: {"model": Problem, "description": "The job failed or was cancelled: its error."},
         **{k: PROBLEMS[k] for k in (404, 503)},
     },
@@ -88,6 +125,7 @@ async def get_result(
 @router.delete(
     "/{job_id}",
     responses={
+        200: ex.answer("The cancelled job.", ex.VIEW_CANCELLED),
         409: {"model": Problem, "description": "The job has already finished."},
         404: PROBLEMS[404],
     },

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Body, File, UploadFile
 
+from gateway import examples as ex
 from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
 from gateway.routes.jobs import PROBLEMS
 from shared.csvformat import parse_small
@@ -13,18 +14,31 @@ from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.schemas import JobStatus, LegacyPredictRequest, LegacyPredictResponse
 
 router = APIRouter(tags=["legacy"])
-RESPONSES: dict[int | str, dict[str, Any]] = {k: PROBLEMS[k] for k in (422, 503)}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: ex.answer("One prediction per row, in order.", ex.LEGACY),
+    **{k: PROBLEMS[k] for k in (422, 503)},
+}
+CSV_BODY = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"examples": {"header": ex.CSV_FORM}}},
+    }
+}
 
 
 @router.post("/predict", responses=RESPONSES, dependencies=[QueueHasRoom])
 async def predict(
-    body: LegacyPredictRequest, queue: JobQueueDep, owner: OwnerDep, settings: SettingsDep
+    body: Annotated[LegacyPredictRequest, Body(openapi_examples=ex.LEGACY_BODIES)],
+    queue: JobQueueDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
 ) -> LegacyPredictResponse:
     """Predict rows with the default model and wait for the answer (bounded)."""
     return await _run(queue, body.data, owner, settings.sync_timeout)
 
 
-@router.post("/predict_csv", responses=RESPONSES, dependencies=[QueueHasRoom])
+@router.post(
+    "/predict_csv", responses=RESPONSES, openapi_extra=CSV_BODY, dependencies=[QueueHasRoom]
+)
 async def predict_csv(
     csv_file: Annotated[UploadFile, File(description="A CSV of feature rows (header optional).")],
     queue: JobQueueDep,

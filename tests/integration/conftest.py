@@ -33,6 +33,7 @@ class System:
     env: dict[str, str]
     worker_log: Path
     workdir: Path
+    worker_metrics_url: str
     worker: subprocess.Popen[bytes] | None = None
 
     def redis(self) -> Redis:
@@ -57,7 +58,7 @@ def running_system(
 ) -> Iterator[System]:
     """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after.
     `db_offset` keeps a second system on a given Redis apart from the first."""
-    http_port = processes.free_port()
+    http_port, metrics_port = processes.free_port(), processes.free_port()
     redis, redis_url = _redis(workdir, db_offset)
     env = {
         "MLQUEUE_REDIS_URL": redis_url,
@@ -68,10 +69,17 @@ def running_system(
         "MLQUEUE_VISIBILITY_TIMEOUT": "8",
         "MLQUEUE_TASK_SOFT_TIME_LIMIT": "5",
         "MLQUEUE_TASK_TIME_LIMIT": "7",
+        "MLQUEUE_WORKER_METRICS_PORT": str(metrics_port),
+        "MLQUEUE_METRICS_DIR": str(workdir / "metrics"),
         **{f"MLQUEUE_{k.upper()}": v for k, v in settings.items()},
     }
     system = System(
-        redis_url, f"http://127.0.0.1:{http_port}", env, workdir / "worker.log", workdir
+        redis_url,
+        f"http://127.0.0.1:{http_port}",
+        env,
+        workdir / "worker.log",
+        workdir,
+        f"http://127.0.0.1:{metrics_port}/metrics",
     )
     gateway = processes.spawn(processes.gateway_argv(), env, log=workdir / "gateway.log")
     try:

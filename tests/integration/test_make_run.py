@@ -77,6 +77,24 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 10})
         assert result.status_code == 200
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
+        # A worker killed outright is started again by the launcher, and serves.
+        worker = next(
+            p
+            for p in descendants(make.pid)
+            if b"worker.celery_app" in _cmdline(p)
+            and _cmdline(_parent(p)).find(b"shared.launcher") >= 0
+        )
+        os.kill(worker, signal.SIGKILL)
+        processes.wait_until(
+            lambda: b"mlqueue: restarting worker" in (tmp_path / "make-run.log").read_bytes(),
+            30,
+            "worker restart",
+            make,
+        )
+        processes.wait_until(lambda: _ready(base), 60, "ready again", make)
+        job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
+        result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20})
+        assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
         tree = descendants(make.pid)
         assert len(tree) >= 4  # launcher, redis-server, worker (+ child), gateway
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -93,6 +111,20 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
             os.killpg(make.pid, signal.SIGKILL)
         log.close()
     assert "mlqueue: stopped" in (tmp_path / "make-run.log").read_text()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 def _ready(base: str) -> bool:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import fakeredis
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from gateway import deps
 from shared.jobstore import WORKERS
+from shared.registry import Registry
 from shared.schemas import ModelInfo
 from tests.unit.conftest import FakeCelery
 
@@ -131,3 +135,27 @@ def test_legacy_predict_csv_refuses_binary(client: TestClient) -> None:
     status, body = csv_upload(client, b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     assert status == 422
     assert "not text" in str(body["detail"])
+
+
+def test_readyz_says_the_default_model_is_missing(
+    app: FastAPI, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
+    fakeredis.FakeRedis(server=server).zadd(WORKERS, {"celery@test": time.time()})
+    app.dependency_overrides[deps.get_registry] = lambda: Registry(tmp_path, "demo")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    [reason] = response.json()["reasons"]
+    assert reason == "default model 'demo' unavailable: unknown model 'demo' (available: none)"
+    assert "model" not in response.json()["checks"]
+
+
+def test_readyz_ignores_a_stale_heartbeat_and_lists_every_reason(
+    app: FastAPI, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
+    fakeredis.FakeRedis(server=server).zadd(WORKERS, {"celery@gone": time.time() - 60})
+    app.dependency_overrides[deps.get_registry] = lambda: Registry(tmp_path, "demo")
+    body = client.get("/readyz").json()
+    assert body["status"] == "not ready"
+    assert body["checks"]["workers"] == 0
+    assert body["reasons"][0] == "no worker has sent a heartbeat recently"
+    assert body["reasons"][1].startswith("default model 'demo' unavailable: ")

@@ -73,6 +73,14 @@ def test_without_a_valid_key_every_protected_route_is_401(
     assert response.json()["title"] == "Unauthorized"
 
 
+def test_metrics_need_a_key_unless_public(app: FastAPI, settings: Settings) -> None:
+    client = TestClient(app)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer(KEY_A)).status_code == 200
+    app.state.settings = settings.model_copy(update={"metrics_public": True})
+    assert client.get("/metrics").status_code == 200
+
+
 def test_probes_and_docs_stay_open(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code in (200, 503)  # open: no 401, whatever its state
