@@ -72,8 +72,9 @@ class Settings(BaseSettings):
     """Interface the gateway binds."""
     port: int = Field(8000, ge=1, le=65535)
     """Port the gateway listens on."""
-    gateway_workers: int = Field(1, ge=1)
-    """uvicorn worker processes."""
+    gateway_workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
+    """Gateway processes, each on its own SO_REUSEPORT socket. With many small jobs the gateway
+    saturates first (two HTTP requests per job), so two by default where there are two cores."""
     max_rows_per_job: int = Field(10_000, ge=1)
     """Rows one JSON job (or `/predict_csv` file) may carry."""
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
