@@ -59,6 +59,10 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.dev-installed
 bench-csv: $(VENV)/.bench-installed
 	$(PY) bench/csv_bench.py $(BENCH_ARGS)
 
+## Print a new API key and the digest that goes into MLQUEUE_API_KEYS
+key: $(VENV)/.run-installed
+	$(PY) -m gateway.keys
+
 ## Train a new version of the demo model
 train: $(VENV)/.run-installed
 	$(PY) -m worker.train
