@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gateway.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ class Batcher:
 
     async def _deliver(self, batch: _Batch) -> None:
         try:
-            await self.store.create_many(batch.records)
+            rows = {job["id"]: (batch.model, orjson.dumps(job["rows"])) for job in batch.jobs}
+            await self.store.create_many(batch.records, outbox=rows)
             # One job alone keeps its own id as the message id, which eases tracing.
             message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
             await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})

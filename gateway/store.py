@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -20,13 +21,23 @@ class JobStore:
         self.ttl = ttl
         self._cancel = redis.register_script(jobstore.CANCEL)
 
-    async def create_many(self, records: list[dict[str, str]]) -> None:
-        """Write new jobs' records with their TTL, in one round trip."""
+    async def create_many(
+        self, records: list[dict[str, str]], outbox: dict[str, tuple[str, bytes]] | None = None
+    ) -> None:
+        """Write new jobs' records with their TTL, in one round trip. Jobs in `outbox` (job id ->
+        model spec, rows as JSON) also keep what it takes to send them again until they start."""
+        now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
                 key = jobstore.job_key(record["id"])
                 pipe.hset(key, mapping=record)  # type: ignore[arg-type]
+                if outbox and record["id"] in outbox:
+                    spec, rows = outbox[record["id"]]
+                    pipe.hset(key, mapping={"spec": spec, "rows": rows})
                 pipe.expire(key, self.ttl)
+            if outbox:
+                pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
+                pipe.expire(jobstore.PENDING, self.ttl)
             await pipe.execute()
 
     async def delete_many(self, job_ids: list[str]) -> None:

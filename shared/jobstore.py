@@ -21,6 +21,10 @@ from shared.schemas import JobError, JobStatus, JobView, Progress
 PREFIX: Final = "mlqueue"
 EVENTS: Final = f"{PREFIX}:events"  # messages: one job id, or several separated by newlines
 WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of its last heartbeat
+# Outbox: sorted set of gateway jobs not yet started, by the time their message was last sent.
+# Their records keep the rows and the model until a worker starts them, so that a message lost
+# by the broker (Redis crashing between a worker's pop and its bookkeeping) can be sent again.
+PENDING: Final = f"{PREFIX}:pending"
 
 
 def job_key(job_id: str) -> str:
@@ -28,14 +32,17 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
-# KEYS[1] job; ARGV: now, ttl, then field/value pairs to set when the record is missing.
-# Returns the status the caller should act on: "running" to go on, anything else to stop.
+# KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
+# the record is missing. Returns the status the caller should act on: "running" to go on,
+# anything else to stop. A started job leaves the outbox: its message has arrived.
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
   status = 'queued'
 end
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[1], 'rows', 'spec')
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -117,7 +124,7 @@ def start_args(job_id: str, model: str, n_rows: int, ttl: int) -> list[str]:
         "created_at": now,
         "owner": "",
     }
-    return [now, str(ttl), *_flatten(fresh)]
+    return [now, str(ttl), job_id, *_flatten(fresh)]
 
 
 def success_args(

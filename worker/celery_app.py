@@ -11,9 +11,11 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
+from shared.tasks import PREDICT_BATCH, QUEUE
 from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
+from worker.resender import Resender
 
 kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
@@ -48,9 +50,28 @@ def _init_process(**_: Any) -> None:
 def _start_heartbeat(sender: Any, **_: Any) -> None:
     global _heartbeat
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval)
+    resender = Resender(
+        redis,
+        _send_batch,
+        # Past this, a queued job's message is neither waiting, nor reserved, nor restorable.
+        grace=settings.visibility_timeout
+        + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
+        interval=settings.heartbeat_interval,
+    )
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, [resender.sweep])
     _heartbeat.start()
     metrics.serve(settings)
+
+
+def _send_batch(message_id: str, kwargs: dict[str, Any]) -> None:
+    app.send_task(
+        PREDICT_BATCH,
+        kwargs=kwargs,
+        task_id=message_id,
+        queue=QUEUE,
+        argsrepr="()",
+        kwargsrepr=f"<{len(kwargs['jobs'])} jobs, re-sent>",
+    )
 
 
 @signals.worker_shutdown.connect

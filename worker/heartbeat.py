@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 from redis import Redis, RedisError
 
@@ -19,12 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """A daemon thread that beats every `interval` seconds until stopped."""
+    """A daemon thread that beats every `interval` seconds until stopped, doing `chores` too."""
 
-    def __init__(self, redis: Redis, node: str, interval: float) -> None:
+    def __init__(
+        self, redis: Redis, node: str, interval: float, chores: Sequence[Callable[[], object]] = ()
+    ) -> None:
         self.redis = redis
         self.node = node
         self.interval = interval
+        self.chores = chores
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlqueue-heartbeat", daemon=True)
 
@@ -50,4 +54,9 @@ class Heartbeat:
                     pipe.execute()
             except RedisError as exc:  # Redis away: keep trying, the worker itself reconnects too
                 log.warning("heartbeat failed: %s", exc)
+            for chore in self.chores:
+                try:
+                    chore()
+                except Exception:  # a chore must never stop the heartbeat
+                    log.exception("periodic chore failed")
             self._stop.wait(self.interval)

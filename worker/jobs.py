@@ -22,14 +22,15 @@ class JobRecorder:
     def start(self, job_id: str, model: str, n_rows: int) -> str:
         """Mark the job running (recording a direct task first); returns the status to act on."""
         args = jobstore.start_args(job_id, model, n_rows, self.ttl)
-        return _str(self._start(keys=[jobstore.job_key(job_id)], args=args))
+        return _str(self._start(keys=[jobstore.job_key(job_id), jobstore.PENDING], args=args))
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[str]:
         """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, n_rows in jobs:
                 args = jobstore.start_args(job_id, model, n_rows, self.ttl)
-                self._start(keys=[jobstore.job_key(job_id)], args=args, client=pipe)
+                keys = [jobstore.job_key(job_id), jobstore.PENDING]
+                self._start(keys=keys, args=args, client=pipe)
             return [_str(s) for s in pipe.execute()]
 
     def succeed(self, job_id: str, version: str, predictions: list[float]) -> str:

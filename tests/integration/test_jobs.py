@@ -200,3 +200,21 @@ def _children_replaced(system: System) -> int:
     # Children killed by tests (test_faults: SIGKILL, hard time limit) are replaced by new ones.
     log = system.worker_log.read_text()
     return log.count("Worker exited prematurely") + log.count("Hard time limit")
+
+
+def test_a_job_whose_message_the_broker_lost_still_completes(
+    http: httpx.Client, system: System, estimator: SklearnModel, diabetes_rows: list[list[float]]
+) -> None:
+    control = Celery(broker=system.redis_url).control
+    control.cancel_consumer("mlqueue", reply=True, timeout=5)
+    try:
+        job_id = submit(http, diabetes_rows[:4])
+        # What a Redis crash between kombu's pop and its bookkeeping does: the message is gone.
+        assert system.redis().delete("mlqueue") == 1
+    finally:
+        control.add_consumer("mlqueue", reply=True, timeout=5)
+    # The outbox sweep sends it again once its message cannot be anywhere (about 11 s here).
+    result = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}, timeout=40)
+    assert result.status_code == 200
+    assert result.json()["data"] == expected(estimator, diabetes_rows[:4])
+    assert "re-sent jobs whose message was lost" in system.worker_log.read_text()

@@ -1,0 +1,85 @@
+"""The outbox: a gateway job keeps its rows until started, and a lost message is sent again."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import fakeredis
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from shared import jobstore
+from shared.tasks import QUEUE
+from tests.unit.conftest import FakeCelery
+from worker.jobs import JobRecorder
+from worker.resender import LOCK, Resender
+
+ROW = [0.5] * 10
+
+
+def fields(redis: fakeredis.FakeRedis, job_id: str, *names: str) -> list[Any]:
+    return list(redis.hmget(jobstore.job_key(job_id), list(names)))
+
+
+def test_a_submitted_job_keeps_its_rows_until_a_worker_starts_it(
+    client: TestClient, celery: FakeCelery, server: fakeredis.FakeServer
+) -> None:
+    redis = fakeredis.FakeRedis(server=server)
+    celery.run = False
+    job_id = client.post("/v1/jobs", json={"data": [ROW]}).json()["job_id"]
+    assert fields(redis, job_id, "spec", "rows") == [b"demo:1", orjson.dumps([ROW])]
+    assert redis.zscore(jobstore.PENDING, job_id) is not None
+    JobRecorder(redis, 60).start_many([(job_id, 1)], "demo:1")
+    assert fields(redis, job_id, "spec", "rows") == [None, None]
+    assert redis.zscore(jobstore.PENDING, job_id) is None
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def __call__(self, message_id: str, kwargs: dict[str, Any]) -> None:
+        self.messages.append(kwargs)
+
+
+def queued(redis: fakeredis.FakeRedis, job_id: str, age: float, status: str = "queued") -> None:
+    record = jobstore.new_record(job_id, kind="json", model="demo", n_rows=1)
+    record |= {"status": status, "spec": "demo:1", "rows": orjson.dumps([ROW]).decode()}
+    redis.hset(jobstore.job_key(job_id), mapping=record)
+    redis.zadd(jobstore.PENDING, {job_id: time.time() - age})
+
+
+@pytest.fixture
+def redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_a_job_whose_message_was_lost_is_sent_again(redis: fakeredis.FakeRedis) -> None:
+    queued(redis, "lost", age=60)
+    queued(redis, "young", age=1)
+    queued(redis, "started", age=60, status="running")
+    queued(redis, "cancelled", age=60, status="cancelled")
+    sent = Sent()
+    assert Resender(redis, sent, grace=20, interval=1).sweep() == 1
+    assert sent.messages == [{"jobs": [{"id": "lost", "rows": [ROW]}], "model": "demo:1"}]
+    # Re-armed: not sent again before another grace period; the others left the outbox.
+    assert time.time() - redis.zscore(jobstore.PENDING, "lost") < 5
+    assert set(redis.zrange(jobstore.PENDING, 0, -1)) == {b"lost", b"young"}
+
+
+def test_nothing_is_sent_while_messages_wait_in_the_queue(redis: fakeredis.FakeRedis) -> None:
+    queued(redis, "behind", age=60)
+    redis.lpush(QUEUE, b"a message still waiting")
+    sent = Sent()
+    assert Resender(redis, sent, grace=20, interval=1).sweep() == 0
+    assert sent.messages == []
+
+
+def test_one_worker_sweeps_at_a_time(redis: fakeredis.FakeRedis) -> None:
+    queued(redis, "lost", age=60)
+    redis.set(LOCK, "1", ex=5)
+    sent = Sent()
+    assert Resender(redis, sent, grace=20, interval=1).sweep() == 0
+    assert sent.messages == []
