@@ -31,10 +31,24 @@ class CsvStore:
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
 
-    async def store(self, job_id: str, chunk: Chunk) -> bool:
-        """Store a chunk's bytes while the job is live; False once it ended (failed, cancelled)."""
-        keys = [jobstore.job_key(job_id), csvjobs.in_key(job_id, chunk.index)]
-        stored = await self._store(keys=keys, args=[chunk.data, self.ttl])
+    async def store(self, job_id: str, chunk: Chunk, task_kwargs: dict[str, Any]) -> bool:
+        """Store a chunk's bytes, and its task's arguments in the outbox, while the job is live;
+        False once it ended (failed, cancelled)."""
+        keys = [
+            jobstore.job_key(job_id),
+            csvjobs.in_key(job_id, chunk.index),
+            csvjobs.msg_key(job_id, chunk.index),
+            csvjobs.PENDING_CHUNKS,
+        ]
+        member = csvjobs.pending_member(job_id, chunk.index)
+        args: list[bytes | str | int | float] = [
+            chunk.data,
+            self.ttl,
+            orjson.dumps(task_kwargs),
+            member,
+            time.time(),
+        ]
+        stored = await self._store(keys=keys, args=args)
         return bool(stored == 1)
 
     async def progress(self, job_id: str) -> tuple[str, int]:

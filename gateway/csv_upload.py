@@ -188,9 +188,6 @@ class CsvUpload:
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
-        if self.stopped or not await self.chunks.store(self.job_id, chunk):
-            self.stopped = True
-            return
         kwargs = csvjobs.task_kwargs(
             self.job_id,
             chunk.index,
@@ -200,6 +197,9 @@ class CsvUpload:
             self.layout,
             self.on_error,
         )
+        if self.stopped or not await self.chunks.store(self.job_id, chunk, kwargs):
+            self.stopped = True
+            return
         try:
             await run_in_threadpool(
                 self.celery.send_task,

@@ -31,6 +31,9 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
             # kombu's defaults scan for expired unacked messages only every ~100 s.
             "unacked_restore_interval": settings.unacked_restore_interval,
             "unacked_restore_throttle": 1,
+            # A worker killed while holding the restore lock would otherwise block every
+            # redelivery for kombu's default of 300 s.
+            "unacked_mutex_expire": max(10, settings.visibility_timeout),
         },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,

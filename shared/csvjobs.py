@@ -18,9 +18,11 @@ from dataclasses import asdict
 from typing import Any, Final
 
 from shared.csvformat import Layout
-from shared.jobstore import job_key
+from shared.jobstore import PREFIX, job_key
 
 ON_ERROR: Final = ("fail", "skip")
+PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
+"""Outbox of chunks sent but not yet begun: member `<job id>:<index>`, score the send time."""
 MAX_SKIP_REPORT: Final = 100
 """Skipped lines listed per chunk (the count is always exact)."""
 
@@ -45,6 +47,17 @@ def err_key(job_id: str, index: int) -> str:
     return f"{job_key(job_id)}:err:{index}"
 
 
+def msg_key(job_id: str, index: int) -> str:
+    """The arguments of chunk `index`'s task (JSON), kept until a worker begins the chunk, so
+    that a message lost by the broker can be sent again (see `worker.resender`)."""
+    return f"{job_key(job_id)}:msg:{index}"
+
+
+def pending_member(job_id: str, index: int) -> str:
+    """The chunk's member in the chunk outbox, `PENDING_CHUNKS`."""
+    return f"{job_id}:{index}"
+
+
 def done_key(job_id: str) -> str:
     """The set of scored chunk indices."""
     return f"{job_key(job_id)}:done"
@@ -54,7 +67,13 @@ def chunk_keys(job_id: str, chunks: int) -> list[str]:
     """Every data key of a job that stored `chunks` chunks (for deletion)."""
     keys = [done_key(job_id)]
     for i in range(chunks):
-        keys += [in_key(job_id, i), out_key(job_id, i), ids_key(job_id, i), err_key(job_id, i)]
+        keys += [
+            in_key(job_id, i),
+            out_key(job_id, i),
+            ids_key(job_id, i),
+            err_key(job_id, i),
+            msg_key(job_id, i),
+        ]
     return keys
 
 
@@ -78,20 +97,27 @@ def layout_from(value: dict[str, Any]) -> Layout:
     return Layout(**value)
 
 
-# KEYS[1] job, KEYS[2] in:<i>; ARGV: data, ttl. 1 when stored, else the job's status.
+# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: data, ttl,
+# task arguments (JSON), outbox member, now. 1 when stored, else the job's status.
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
 return 1
 """
 
-# KEYS[1] job, KEYS[2] done; ARGV: index, now. "running" to score, "done" if already scored,
-# else the job's status ("missing" when it expired).
+# KEYS[1] job, KEYS[2] done, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: index, now,
+# outbox member. "running" to score, "done" if already scored, else the job's status ("missing"
+# when it expired). The chunk's message has arrived: it leaves the outbox.
 CHUNK_BEGIN = """
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[3])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'

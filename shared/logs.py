@@ -22,19 +22,28 @@ _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 # Celery puts task arguments and return values (row data, predictions) into its log records.
 _REDACTED = ("args", "kwargs", "return_value")
+# A bad-input error quotes the offending cell; the job's record keeps it for its owner.
+_INPUT_ERROR = "InvalidInput("
+_INPUT_ERROR_REDACTED = "InvalidInput(<redacted: the job's error says where>)"
 
 
 class RedactRowData(logging.Filter):
-    """Replaces task arguments and results in Celery's records with a placeholder."""
+    """Replaces task arguments, results and bad-input messages in Celery's records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, dict):
             record.args = {
                 k: ("<redacted>" if k in _REDACTED else v) for k, v in record.args.items()
             }
+            if str(record.args.get("exc", "")).startswith(_INPUT_ERROR):
+                record.args["exc"] = _INPUT_ERROR_REDACTED
+                record.exc_info = record.exc_text = None  # the traceback repeats the message
         data = getattr(record, "data", None)
         if isinstance(data, dict):
-            record.data = {k: v for k, v in data.items() if k not in _REDACTED}
+            kept = {k: v for k, v in data.items() if k not in _REDACTED}
+            if str(kept.get("exc", "")).startswith(_INPUT_ERROR):
+                kept.update(exc=_INPUT_ERROR_REDACTED, traceback=None)
+            record.data = kept
         return True
 
 

@@ -11,7 +11,7 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from shared.tasks import PREDICT_BATCH, QUEUE
+from shared.tasks import QUEUE
 from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
@@ -52,7 +52,7 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
     resender = Resender(
         redis,
-        _send_batch,
+        _resend,
         # Past this, a queued job's message is neither waiting, nor reserved, nor restorable.
         grace=settings.visibility_timeout
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
@@ -63,14 +63,15 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     metrics.serve(settings)
 
 
-def _send_batch(message_id: str, kwargs: dict[str, Any]) -> None:
+def _resend(task: str, message_id: str, kwargs: dict[str, Any]) -> None:
+    # No repr of rows in the message headers (CPU, and row data in monitoring tools).
     app.send_task(
-        PREDICT_BATCH,
+        task,
         kwargs=kwargs,
         task_id=message_id,
         queue=QUEUE,
         argsrepr="()",
-        kwargsrepr=f"<{len(kwargs['jobs'])} jobs, re-sent>",
+        kwargsrepr="<re-sent>",
     )
 
 

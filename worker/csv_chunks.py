@@ -40,8 +40,14 @@ class ChunkRecorder:
 
     def begin(self, job_id: str, index: int) -> str:
         """ "running" to score the chunk, "done" if it was scored, else the job's status."""
-        keys = [jobstore.job_key(job_id), csvjobs.done_key(job_id)]
-        return _str(self._begin(keys=keys, args=[index, repr(time.time())]))
+        keys = [
+            jobstore.job_key(job_id),
+            csvjobs.done_key(job_id),
+            csvjobs.msg_key(job_id, index),
+            csvjobs.PENDING_CHUNKS,
+        ]
+        args: list[str | int] = [index, repr(time.time()), csvjobs.pending_member(job_id, index)]
+        return _str(self._begin(keys=keys, args=args))
 
     def data(self, job_id: str, index: int) -> bytes | None:
         """The chunk's raw bytes (None once scored, purged or expired)."""

@@ -1,12 +1,14 @@
-"""Sends again the gateway jobs whose broker message was lost.
+"""Sends again the messages the broker lost: gateway jobs and CSV chunks that never began.
 
 kombu's Redis transport pops a message and only then records it as unacknowledged, in a second
-command: if Redis dies between the two, the message is gone and its job would stay `queued`
-until it expires. The gateway keeps each job's rows in its record until a worker starts it (the
-outbox, `shared.jobstore.PENDING`); this sweep re-sends jobs still queued long after their
-message was sent. It only acts when the queue is empty, so a job that is merely waiting behind a
-backlog is never sent twice; and a job sent twice anyway is harmless, because a started or
-finished job is skipped (final states are sticky).
+command (and from the worker's side of the connection): if Redis dies, or the worker is killed,
+between the two, the message is gone and its job would wait until it expires. So the gateway
+keeps what it takes to send a message again until a worker begins it: a JSON job's rows in its
+record (outbox `shared.jobstore.PENDING`), a CSV chunk's task arguments beside its data (outbox
+`shared.csvjobs.PENDING_CHUNKS`). This sweep re-sends what has waited far longer than any message
+can legitimately stay unacknowledged. It only acts when the queue is empty, so work that is
+merely waiting behind a backlog is never sent twice; and anything sent twice anyway is harmless,
+because a started job or a scored chunk is skipped (final states are sticky).
 """
 
 from __future__ import annotations
@@ -21,18 +23,18 @@ from typing import Any
 import orjson
 from redis import Redis
 
-from shared import jobstore
-from shared.tasks import QUEUE
+from shared import csvjobs, jobstore
+from shared.tasks import PREDICT_BATCH, QUEUE, SCORE_CHUNK
 
 log = logging.getLogger(__name__)
 LOCK = f"{jobstore.PREFIX}:resend-lock"
 MAX_PER_SWEEP = 500
 
-Send = Callable[[str, dict[str, Any]], None]
+Send = Callable[[str, str, dict[str, Any]], None]  # task name, message id, kwargs
 
 
 class Resender:
-    """One sweep of the outbox; called periodically by every worker, run by one at a time."""
+    """One sweep of the outboxes; called periodically by every worker, run by one at a time."""
 
     def __init__(self, redis: Redis, send: Send, grace: float, interval: float) -> None:
         self.redis = redis
@@ -41,17 +43,21 @@ class Resender:
         self.interval = interval
 
     def sweep(self) -> int:
-        """Re-send lost jobs; returns how many were sent again."""
+        """Re-send lost messages; returns how many jobs and chunks were sent again."""
         lock_seconds = max(1, round(self.interval))
         if not self.redis.set(LOCK, "1", nx=True, ex=lock_seconds):
             return 0  # another worker swept just now
         if self.redis.llen(QUEUE):
-            return 0  # a queued job may just be waiting behind these messages
+            return 0  # what is pending may just be waiting behind these messages
         cutoff = time.time() - self.grace
-        stale = self.redis.zrangebyscore(jobstore.PENDING, "-inf", cutoff, 0, MAX_PER_SWEEP)
+        resent = self._jobs(cutoff) + self._chunks(cutoff)
+        if resent:
+            log.warning("re-sent messages the broker lost", extra={"messages": resent})
+        return resent
+
+    def _jobs(self, cutoff: float) -> int:
         batches: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        for raw_id in stale:
-            job_id = _text(raw_id)
+        for job_id in self._stale(jobstore.PENDING, cutoff):
             status, spec, rows = self.redis.hmget(
                 jobstore.job_key(job_id), ["status", "spec", "rows"]
             )
@@ -60,12 +66,27 @@ class Resender:
                 continue
             batches[_text(spec)].append({"id": job_id, "rows": orjson.loads(rows)})
         for spec, jobs in batches.items():
-            self.send(str(uuid.uuid4()), {"jobs": jobs, "model": spec})
+            self.send(PREDICT_BATCH, str(uuid.uuid4()), {"jobs": jobs, "model": spec})
             self.redis.zadd(jobstore.PENDING, {job["id"]: time.time() for job in jobs})
-        resent = sum(len(jobs) for jobs in batches.values())
-        if resent:
-            log.warning("re-sent jobs whose message was lost", extra={"jobs": resent})
+        return sum(len(jobs) for jobs in batches.values())
+
+    def _chunks(self, cutoff: float) -> int:
+        resent = 0
+        for member in self._stale(csvjobs.PENDING_CHUNKS, cutoff):
+            job_id, _, index = member.rpartition(":")
+            status = self.redis.hget(jobstore.job_key(job_id), "status")
+            kwargs = self.redis.get(csvjobs.msg_key(job_id, int(index)))
+            if status not in (b"queued", b"running") or not kwargs:
+                self.redis.zrem(csvjobs.PENDING_CHUNKS, member)  # begun, ended or expired
+                continue
+            self.send(SCORE_CHUNK, f"{job_id}.{index}", orjson.loads(kwargs))
+            self.redis.zadd(csvjobs.PENDING_CHUNKS, {member: time.time()})
+            resent += 1
         return resent
+
+    def _stale(self, outbox: str, cutoff: float) -> list[str]:
+        members = self.redis.zrangebyscore(outbox, "-inf", cutoff, 0, MAX_PER_SWEEP)
+        return [_text(m) for m in members]
 
 
 def _text(value: object) -> str:

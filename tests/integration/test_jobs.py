@@ -217,4 +217,4 @@ def test_a_job_whose_message_the_broker_lost_still_completes(
     result = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}, timeout=40)
     assert result.status_code == 200
     assert result.json()["data"] == expected(estimator, diabetes_rows[:4])
-    assert "re-sent jobs whose message was lost" in system.worker_log.read_text()
+    assert "re-sent messages the broker lost" in system.worker_log.read_text()

@@ -10,9 +10,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from shared import jobstore
+from shared import csvjobs, jobstore
 from shared.tasks import QUEUE
 from tests.unit.conftest import FakeCelery
+from worker.csv_chunks import ChunkRecorder
 from worker.jobs import JobRecorder
 from worker.resender import LOCK, Resender
 
@@ -39,9 +40,11 @@ def test_a_submitted_job_keeps_its_rows_until_a_worker_starts_it(
 class Sent:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, str]] = []
 
-    def __call__(self, message_id: str, kwargs: dict[str, Any]) -> None:
+    def __call__(self, task: str, message_id: str, kwargs: dict[str, Any]) -> None:
         self.messages.append(kwargs)
+        self.calls.append((task, message_id))
 
 
 def queued(redis: fakeredis.FakeRedis, job_id: str, age: float, status: str = "queued") -> None:
@@ -64,6 +67,7 @@ def test_a_job_whose_message_was_lost_is_sent_again(redis: fakeredis.FakeRedis) 
     sent = Sent()
     assert Resender(redis, sent, grace=20, interval=1).sweep() == 1
     assert sent.messages == [{"jobs": [{"id": "lost", "rows": [ROW]}], "model": "demo:1"}]
+    assert sent.calls[0][0] == "mlqueue.predict_batch"
     # Re-armed: not sent again before another grace period; the others left the outbox.
     assert time.time() - redis.zscore(jobstore.PENDING, "lost") < 5
     assert set(redis.zrange(jobstore.PENDING, 0, -1)) == {b"lost", b"young"}
@@ -83,3 +87,30 @@ def test_one_worker_sweeps_at_a_time(redis: fakeredis.FakeRedis) -> None:
     sent = Sent()
     assert Resender(redis, sent, grace=20, interval=1).sweep() == 0
     assert sent.messages == []
+
+
+def chunk_sent(
+    redis: fakeredis.FakeRedis, job_id: str, index: int, age: float, status: str
+) -> None:
+    redis.hset(jobstore.job_key(job_id), mapping={"status": status, "kind": "csv"})
+    kwargs = {"job_id": job_id, "index": index, "rows": 100}
+    redis.set(csvjobs.msg_key(job_id, index), orjson.dumps(kwargs))
+    redis.zadd(csvjobs.PENDING_CHUNKS, {csvjobs.pending_member(job_id, index): time.time() - age})
+
+
+def test_a_csv_chunk_whose_message_was_lost_is_sent_again(redis: fakeredis.FakeRedis) -> None:
+    chunk_sent(redis, "csv1", 7, age=60, status="running")
+    chunk_sent(redis, "csv2", 0, age=60, status="cancelled")
+    chunk_sent(redis, "csv3", 1, age=1, status="running")
+    sent = Sent()
+    assert Resender(redis, sent, grace=20, interval=1).sweep() == 1
+    assert sent.calls == [("mlqueue.score_chunk", "csv1.7")]
+    assert sent.messages == [{"job_id": "csv1", "index": 7, "rows": 100}]
+    assert set(redis.zrange(csvjobs.PENDING_CHUNKS, 0, -1)) == {b"csv1:7", b"csv3:1"}
+
+
+def test_a_chunk_that_began_leaves_the_outbox(redis: fakeredis.FakeRedis) -> None:
+    chunk_sent(redis, "csv1", 2, age=60, status="running")
+    assert ChunkRecorder(redis, 60).begin("csv1", 2) == "running"
+    assert redis.zscore(csvjobs.PENDING_CHUNKS, "csv1:2") is None
+    assert redis.get(csvjobs.msg_key("csv1", 2)) is None
