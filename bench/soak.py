@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.stack import Stack, rss_kib, tree_rss_kib
+from bench.stack import Stack, tree_rss_kib
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo
@@ -84,7 +84,7 @@ def rss(stack: Stack) -> dict[str, int]:
     assert stack.gateway is not None
     return {
         "worker": tree_rss_kib(stack.workers["w1"].pid),
-        "gateway": rss_kib(stack.gateway.pid),
+        "gateway": tree_rss_kib(stack.gateway.pid),  # with its forked server processes
     }
 
 
