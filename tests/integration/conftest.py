@@ -12,12 +12,14 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from celery import Celery
 from redis import Redis
 
 from shared import processes
@@ -147,3 +149,14 @@ def wait_for(predicate: object, timeout: float = 20.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+@contextmanager
+def consumer_paused(system: System) -> Iterator[None]:
+    """No worker takes messages from the queue inside the block (they wait in Redis)."""
+    control = Celery(broker=system.redis_url).control
+    control.cancel_consumer("mlqueue", reply=True, timeout=5)
+    try:
+        yield
+    finally:
+        control.add_consumer("mlqueue", reply=True, timeout=5)

@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from celery import Celery
 
 from shared import jobstore
-from tests.integration.conftest import System, wait_for
+from tests.integration.conftest import System, consumer_paused, wait_for
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
@@ -200,17 +199,13 @@ def test_on_error_skip_reports_the_skipped_lines(
 def test_cancel_frees_the_chunk_data(
     http: httpx.Client, csv_system: System, rows: list[list[float]]
 ) -> None:
-    control = Celery(broker=csv_system.redis_url).control
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
-    try:
+    with consumer_paused(csv_system):
         job_id = upload(http, to_csv(rows))
         redis = csv_system.redis()
         assert len(redis.keys(f"{jobstore.job_key(job_id)}:in:*")) == 10
         response = http.delete(f"/v1/jobs/{job_id}")
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
         assert redis.keys(f"{jobstore.job_key(job_id)}:*") == []
-    finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
     wait_for(lambda: csv_system.redis().llen("mlqueue") == 0)
     assert csv_system.redis().keys(f"{jobstore.job_key(job_id)}:*") == []
     assert http.get(f"/v1/jobs/{job_id}/result").status_code == 409
@@ -258,14 +253,10 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_no_row(
 def test_a_chunk_whose_message_the_broker_lost_is_scored_all_the_same(
     csv_system: System, http: httpx.Client, estimator: SklearnModel, rows: list[list[float]]
 ) -> None:
-    control = Celery(broker=csv_system.redis_url).control
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
-    try:
+    with consumer_paused(csv_system):
         job_id = upload(http, to_csv(rows[:300]))  # 3 chunks
         # What a crash between kombu's pop and its bookkeeping does: the messages are gone.
         assert csv_system.redis().delete("mlqueue") == 1
-    finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
     # The outbox sweep sends the chunks again once their messages cannot be anywhere (~11 s).
     response = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}, timeout=40)
     assert response.status_code == 200, response.text

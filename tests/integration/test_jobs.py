@@ -14,7 +14,7 @@ import pytest
 from celery import Celery
 
 from shared import jobstore
-from tests.integration.conftest import System, wait_for
+from tests.integration.conftest import System, consumer_paused, wait_for
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
@@ -85,15 +85,11 @@ def test_unknown_id_and_bad_rows(http: httpx.Client) -> None:
 def test_cancel_a_queued_job(
     http: httpx.Client, system: System, estimator: SklearnModel, diabetes_rows: list[list[float]]
 ) -> None:
-    control = Celery(broker=system.redis_url).control
     # Pause consumption so the job is certainly still queued when it is cancelled.
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
-    try:
+    with consumer_paused(system):
         job_id = submit(http, diabetes_rows[:3])
         response = http.delete(f"/v1/jobs/{job_id}")
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
     after = submit(http, diabetes_rows[:2])
     assert http.get(f"/v1/jobs/{after}/result", params={"wait": 10}).status_code == 200
     # The worker took the cancelled message off the queue without predicting it.
@@ -205,14 +201,10 @@ def _children_replaced(system: System) -> int:
 def test_a_job_whose_message_the_broker_lost_still_completes(
     http: httpx.Client, system: System, estimator: SklearnModel, diabetes_rows: list[list[float]]
 ) -> None:
-    control = Celery(broker=system.redis_url).control
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
-    try:
+    with consumer_paused(system):
         job_id = submit(http, diabetes_rows[:4])
         # What a Redis crash between kombu's pop and its bookkeeping does: the message is gone.
         assert system.redis().delete("mlqueue") == 1
-    finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
     # The outbox sweep sends it again once its message cannot be anywhere (about 11 s here).
     result = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}, timeout=40)
     assert result.status_code == 200
