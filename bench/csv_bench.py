@@ -79,24 +79,11 @@ def peak_rss_mb(pid: int) -> float:
     """The largest peak resident set (VmHWM, MB) of the gateway's processes: it forks one
     server per MLQUEUE_GATEWAY_WORKERS, and one of them took the upload."""
     peaks = []
-    for proc in (pid, *_children(pid)):
+    for proc in (pid, *processes.children(pid)):
         for line in Path(f"/proc/{proc}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 peaks.append(int(line.split()[1]) / 1024)
     return max(peaks, default=float("nan"))
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def main() -> None:

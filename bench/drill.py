@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.stack import Stack, children
+from bench.stack import Stack
+from shared.processes import children
 from shared.registry import Registry
 from tests.integration.models import Sleepy, add_model, row_sums
 from worker.sklearn_model import SklearnModel

@@ -19,6 +19,7 @@ from redis import Redis
 
 from shared import processes
 from shared.jobstore import WORKERS
+from shared.processes import children
 
 
 @dataclass
@@ -119,20 +120,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of `pid` (a worker's prefork processes), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def rss_kib(pid: int) -> int:

@@ -158,3 +158,34 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not up within {timeout:g} s")
         time.sleep(0.05)
+
+
+def parents() -> dict[int, int]:
+    """Every live process's parent, pid -> ppid, read from /proc (Linux)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it exited meanwhile
+            # The command name may hold spaces and parentheses: fields start after the last ")".
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (e.g. a worker's prefork processes)."""
+    return sorted(child for child, parent in parents().items() if parent == pid)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`."""
+    tree = parents()
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        below = [child for child, parent in tree.items() if parent == current]
+        found.update(below)
+        todo.extend(below)
+    return found

@@ -19,25 +19,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -80,9 +61,9 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         # A worker killed outright is started again by the launcher, and serves.
         worker = next(
             p
-            for p in descendants(make.pid)
+            for p in processes.descendants(make.pid)
             if b"worker.celery_app" in _cmdline(p)
-            and _cmdline(_parent(p)).find(b"shared.launcher") >= 0
+            and _cmdline(processes.parents().get(p, 0)).find(b"shared.launcher") >= 0
         )
         os.kill(worker, signal.SIGKILL)
         processes.wait_until(
@@ -95,7 +76,7 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
         result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20})
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
-        tree = descendants(make.pid)
+        tree = processes.descendants(make.pid)
         assert len(tree) >= 4  # launcher, redis-server, worker (+ child), gateway
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         make.wait(timeout=60)
@@ -118,13 +99,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0
 
 
 def _ready(base: str) -> bool:
