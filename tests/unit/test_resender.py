@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from shared import csvjobs, jobstore
 from shared.tasks import QUEUE
 from tests.unit.conftest import FakeCelery
-from worker.csv_chunks import ChunkRecorder
+from worker.chunk_store import ChunkRecorder
 from worker.jobs import JobRecorder
 from worker.resender import LOCK, Resender
 
