@@ -14,17 +14,29 @@ delete them once and for all.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Final
+from typing import Any, Final, Literal, cast
 
 from shared.csvformat import Layout
-from shared.jobstore import PREFIX, job_key
+from shared.jobstore import EVENTS, PREFIX, job_key
+from shared.redisio import Arg, ScriptCall, text
+from shared.schemas import JobStatus
 
 ON_ERROR: Final = ("fail", "skip")
 PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
 """Outbox of chunks sent but not yet begun: member `<job id>:<index>`, score the send time."""
 MAX_SKIP_REPORT: Final = 100
 """Skipped lines listed per chunk (the count is always exact)."""
+PURGE_BATCH: Final = 500
+"""Keys per `DEL` when a job's chunk data is deleted."""
+
+ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing"]
+"""What a chunk script answers: the job's status, or one of the extra outcomes ("stored": the
+chunk was stored; "done": it was scored before; "duplicate": its result was recorded before;
+"missing": the job's record is gone)."""
+_EXTRA_OUTCOMES: Final = ("stored", "done", "duplicate", "missing")
 
 
 def in_key(job_id: str, index: int) -> str:
@@ -63,18 +75,18 @@ def done_key(job_id: str) -> str:
     return f"{job_key(job_id)}:done"
 
 
-def chunk_keys(job_id: str, chunks: int) -> list[str]:
-    """Every data key of a job that stored `chunks` chunks (for deletion)."""
+def purge_batches(job_id: str, chunks_sent: int) -> Iterator[list[str]]:
+    """Every data key of a job that stored `chunks_sent` chunks, in batches for `DEL`: what a
+    cancel, a failure or an aborted upload deletes once the job has ended."""
     keys = [done_key(job_id)]
-    for i in range(chunks):
-        keys += [
-            in_key(job_id, i),
-            out_key(job_id, i),
-            ids_key(job_id, i),
-            err_key(job_id, i),
-            msg_key(job_id, i),
-        ]
-    return keys
+    for i in range(chunks_sent):
+        keys += [in_key(job_id, i), out_key(job_id, i), ids_key(job_id, i), err_key(job_id, i)]
+        keys.append(msg_key(job_id, i))
+        if len(keys) >= PURGE_BATCH:
+            yield keys
+            keys = []
+    if keys:
+        yield keys
 
 
 def task_kwargs(
@@ -98,7 +110,7 @@ def layout_from(value: dict[str, Any]) -> Layout:
 
 
 # KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: data, ttl,
-# task arguments (JSON), outbox member, now. 1 when stored, else the job's status.
+# task arguments (JSON), outbox member, now. "stored", else the job's status (or "missing").
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -109,7 +121,7 @@ redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
-return 1
+return 'stored'
 """
 
 # KEYS[1] job, KEYS[2] done, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: index, now,
@@ -132,7 +144,7 @@ return 'running'
 """
 
 # KEYS: job, done, in, out, ids, err; ARGV: index, rows, scored, skipped, predictions, ids,
-# errors, ttl, now, channel, key prefix. Returns the job's status after the call, or "duplicate".
+# errors, ttl, now, channel, job id. Returns the job's status after the call, or "duplicate".
 CHUNK_DONE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -153,13 +165,13 @@ redis.call('HINCRBY', KEYS[1], 'rows_skipped', ARGV[4])
 local total = redis.call('HGET', KEYS[1], 'chunks_total')
 if total and tonumber(total) == done then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[9], 'n_rows', scored)
-  redis.call('PUBLISH', ARGV[10], string.sub(KEYS[1], string.len(ARGV[11]) + 1))
+  redis.call('PUBLISH', ARGV[10], ARGV[11])
   return 'succeeded'
 end
 return 'running'
 """
 
-# KEYS[1] job; ARGV: chunks_total, rows_total, now, channel, key prefix. The job's status after.
+# KEYS[1] job; ARGV: chunks_total, rows_total, now, channel, job id. The job's status after.
 FINALIZE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -170,8 +182,59 @@ local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
 if done == tonumber(ARGV[1]) then
   local scored = redis.call('HGET', KEYS[1], 'rows_scored') or '0'
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3], 'n_rows', scored)
-  redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
   return 'succeeded'
 end
 return status
 """
+
+
+def outcome(reply: object) -> ChunkOutcome:
+    """A chunk script's reply, typed."""
+    value = text(reply)
+    return cast(ChunkOutcome, value) if value in _EXTRA_OUTCOMES else JobStatus(value)
+
+
+def store_chunk_call(
+    job_id: str, index: int, data: bytes, task_kwargs: bytes, ttl: int
+) -> ScriptCall:
+    """`STORE_CHUNK`: a chunk's bytes, and its task's arguments (JSON) in the chunk outbox."""
+    keys = [job_key(job_id), in_key(job_id, index), msg_key(job_id, index), PENDING_CHUNKS]
+    return ScriptCall(keys, [data, ttl, task_kwargs, pending_member(job_id, index), time.time()])
+
+
+def chunk_begin_call(job_id: str, index: int) -> ScriptCall:
+    """`CHUNK_BEGIN`: a worker takes up chunk `index`."""
+    keys = [job_key(job_id), done_key(job_id), msg_key(job_id, index), PENDING_CHUNKS]
+    return ScriptCall(keys, [index, repr(time.time()), pending_member(job_id, index)])
+
+
+def chunk_done_call(
+    job_id: str,
+    index: int,
+    *,
+    rows: int,
+    predictions: bytes,
+    ids: bytes,
+    errors: bytes,
+    ttl: int,
+) -> ScriptCall:
+    """`CHUNK_DONE`: chunk `index` of `rows` lines was scored; `predictions` holds one float64
+    per scored line (the others were skipped), `ids` and `errors` are JSON or empty."""
+    scored = len(predictions) // 8
+    keys = [
+        job_key(job_id),
+        done_key(job_id),
+        in_key(job_id, index),
+        out_key(job_id, index),
+        ids_key(job_id, index),
+        err_key(job_id, index),
+    ]
+    counts: list[Arg] = [index, rows, scored, rows - scored]
+    args = [*counts, predictions, ids, errors, ttl, repr(time.time()), EVENTS, job_id]
+    return ScriptCall(keys, args)
+
+
+def finalize_call(job_id: str, *, chunks: int, rows: int) -> ScriptCall:
+    """`FINALIZE`: the upload ended with `chunks` chunks of `rows` lines in all."""
+    return ScriptCall([job_key(job_id)], [chunks, rows, repr(time.time()), EVENTS, job_id])

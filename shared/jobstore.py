@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import orjson
 
+from shared.redisio import Arg, ScriptCall, text
 from shared.schemas import JobError, JobStatus, JobView, Progress
 
 PREFIX: Final = "mlqueue"
@@ -51,7 +52,7 @@ end
 return status
 """
 
-# KEYS[1] job; ARGV: now, ttl, final status, channel ("" = the caller publishes), key prefix,
+# KEYS[1] job; ARGV: now, ttl, final status, channel ("" = the caller publishes), job id,
 # then field/value pairs. Writes only over a live job, so a duplicate cannot change a finished one.
 FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -61,20 +62,82 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then
-  redis.call('PUBLISH', ARGV[4], string.sub(KEYS[1], string.len(ARGV[5]) + 1))
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
 return ARGV[3]
 """
 
-# KEYS[1] job; ARGV: now, channel, key prefix. Returns the status before the call (false if none).
+# KEYS[1] job; ARGV: now, channel, job id. Returns the status before the call (false if none).
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
-  redis.call('PUBLISH', ARGV[2], string.sub(KEYS[1], string.len(ARGV[3]) + 1))
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return status
 """
+
+
+def start_call(job_id: str, *, model: str, n_rows: int, ttl: int) -> ScriptCall:
+    """`START` for one job; the fields make a record for a task nobody submitted through the
+    gateway (a direct enqueuer's)."""
+    now = repr(time.time())
+    fresh = {
+        "id": job_id,
+        "kind": "task",
+        "model": model,
+        "n_rows": str(n_rows),
+        "created_at": now,
+        "owner": "",
+    }
+    return ScriptCall([job_key(job_id), PENDING], [now, str(ttl), job_id, *_flatten(fresh)])
+
+
+def success_call(
+    job_id: str, *, version: str, predictions: list[float], ttl: int, publish: bool = True
+) -> ScriptCall:
+    """`FINISH` for a succeeded job: its version and predictions."""
+    fields: dict[str, str | bytes] = {"version": version, "result": orjson.dumps(predictions)}
+    return _finish(job_id, JobStatus.SUCCEEDED, fields, ttl, publish)
+
+
+def failure_call(
+    job_id: str,
+    *,
+    error_type: str,
+    message: str,
+    ttl: int,
+    publish: bool = True,
+    errors: bytes = b"",
+) -> ScriptCall:
+    """`FINISH` for a failed job: its error, and a CSV job's bad lines (JSON) when given."""
+    fields: dict[str, str | bytes] = {"error_type": error_type, "error": message}
+    if errors:
+        fields["errors"] = errors
+    return _finish(job_id, JobStatus.FAILED, fields, ttl, publish)
+
+
+def cancel_call(job_id: str) -> ScriptCall:
+    """`CANCEL` for one job."""
+    return ScriptCall([job_key(job_id)], [repr(time.time()), EVENTS, job_id])
+
+
+def status_of(reply: object) -> JobStatus:
+    """The status a `START` or `FINISH` call returned."""
+    return JobStatus(text(reply))
+
+
+def previous_status(reply: object) -> JobStatus | None:
+    """The status a `CANCEL` call found: None when the job does not exist."""
+    return JobStatus(text(reply)) if reply else None
+
+
+def _finish(
+    job_id: str, status: JobStatus, fields: dict[str, str | bytes], ttl: int, publish: bool
+) -> ScriptCall:
+    args: list[Arg] = [repr(time.time()), str(ttl), status.value, EVENTS if publish else ""]
+    return ScriptCall([job_key(job_id)], [*args, job_id, *_flatten(fields)])
+
 
 VIEW_FIELDS: Final = (
     "status",
@@ -113,62 +176,9 @@ def new_record(
     return record
 
 
-def start_args(job_id: str, model: str, n_rows: int, ttl: int) -> list[str]:
-    """Arguments of `START`: a record for a task that nobody submitted through the gateway."""
-    now = repr(time.time())
-    fresh = {
-        "id": job_id,
-        "kind": "task",
-        "model": model,
-        "n_rows": str(n_rows),
-        "created_at": now,
-        "owner": "",
-    }
-    return [now, str(ttl), job_id, *_flatten(fresh)]
-
-
-def success_args(
-    version: str, predictions: list[float], ttl: int, publish: bool = True
-) -> list[str | bytes]:
-    """Arguments of `FINISH` for a succeeded job."""
-    return [
-        repr(time.time()),
-        str(ttl),
-        JobStatus.SUCCEEDED.value,
-        EVENTS if publish else "",
-        job_key(""),
-        "version",
-        version,
-        "result",
-        orjson.dumps(predictions),
-    ]
-
-
-def failure_args(
-    error_type: str, message: str, ttl: int, publish: bool = True
-) -> list[str | bytes]:
-    """Arguments of `FINISH` for a failed job."""
-    return [
-        repr(time.time()),
-        str(ttl),
-        JobStatus.FAILED.value,
-        EVENTS if publish else "",
-        job_key(""),
-        "error_type",
-        error_type,
-        "error",
-        message,
-    ]
-
-
-def cancel_args() -> list[str]:
-    """Arguments of `CANCEL`."""
-    return [repr(time.time()), EVENTS, job_key("")]
-
-
 def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
     """Build the client's view of a job from its hash fields (strings or bytes)."""
-    f = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in values.items() if v is not None}
+    f = {k: text(v) for k, v in values.items() if v is not None}
     error = (
         JobError(type=f["error_type"], message=f.get("error", "")) if "error_type" in f else None
     )
@@ -202,7 +212,7 @@ def _progress(f: Mapping[str, str]) -> Progress | None:
     )
 
 
-def _flatten(mapping: Mapping[str, str]) -> list[str]:
+def _flatten(mapping: Mapping[str, str | bytes]) -> list[Arg]:
     return [item for pair in mapping.items() for item in pair]
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 from redis import Redis
 
 from shared import csvjobs, jobstore
-
-PURGE_BATCH = 500
+from shared.csvjobs import ChunkOutcome
+from shared.redisio import raw
 
 
 class ChunkRecorder:
@@ -23,65 +22,39 @@ class ChunkRecorder:
         self._done = redis.register_script(csvjobs.CHUNK_DONE)
         self._finish = redis.register_script(jobstore.FINISH)
 
-    def begin(self, job_id: str, index: int) -> str:
-        """ "running" to score the chunk, "done" if it was scored, else the job's status."""
-        keys = [
-            jobstore.job_key(job_id),
-            csvjobs.done_key(job_id),
-            csvjobs.msg_key(job_id, index),
-            csvjobs.PENDING_CHUNKS,
-        ]
-        args: list[str | int] = [index, repr(time.time()), csvjobs.pending_member(job_id, index)]
-        return _str(self._begin(keys=keys, args=args))
+    def begin(self, job_id: str, index: int) -> ChunkOutcome:
+        """RUNNING to score the chunk, "done" if it was scored, else the job's status."""
+        call = csvjobs.chunk_begin_call(job_id, index)
+        return csvjobs.outcome(self._begin(keys=call.keys, args=call.args))
 
     def data(self, job_id: str, index: int) -> bytes | None:
         """The chunk's raw bytes (None once scored, purged or expired)."""
         value = self.redis.get(csvjobs.in_key(job_id, index))
-        return value if isinstance(value, bytes) or value is None else value.encode()
+        return None if value is None else raw(value)
 
     def done(
         self, job_id: str, index: int, rows: int, predictions: bytes, ids: bytes, errors: bytes
-    ) -> str:
+    ) -> ChunkOutcome:
         """Record the chunk's results once; returns the job's status (or "duplicate")."""
-        scored = len(predictions) // 8
-        keys = [
-            jobstore.job_key(job_id),
-            csvjobs.done_key(job_id),
-            csvjobs.in_key(job_id, index),
-            csvjobs.out_key(job_id, index),
-            csvjobs.ids_key(job_id, index),
-            csvjobs.err_key(job_id, index),
-        ]
-        args: list[str | bytes | int] = [
-            index,
-            rows,
-            scored,
-            rows - scored,
-            predictions,
-            ids,
-            errors,
-            self.ttl,
-            repr(time.time()),
-            jobstore.EVENTS,
-            jobstore.job_key(""),
-        ]
-        return _str(self._done(keys=keys, args=args))
+        call = csvjobs.chunk_done_call(
+            job_id, index, rows=rows, predictions=predictions, ids=ids, errors=errors, ttl=self.ttl
+        )
+        return csvjobs.outcome(self._done(keys=call.keys, args=call.args))
 
     def fail(self, job_id: str, error_type: str, message: str, errors: list[Any]) -> None:
         """Fail the whole job (unless it already ended) and delete its chunk data."""
-        args = jobstore.failure_args(error_type, message, self.ttl)
-        if errors:
-            args += ["errors", orjson.dumps(errors)]
-        self._finish(keys=[jobstore.job_key(job_id)], args=args)
+        call = jobstore.failure_call(
+            job_id,
+            error_type=error_type,
+            message=message,
+            ttl=self.ttl,
+            errors=orjson.dumps(errors) if errors else b"",
+        )
+        self._finish(keys=call.keys, args=call.args)
         self.purge(job_id)
 
     def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended."""
         sent = self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
-        keys = csvjobs.chunk_keys(job_id, int(sent or 0))
-        for i in range(0, len(keys), PURGE_BATCH):
-            self.redis.delete(*keys[i : i + PURGE_BATCH])
-
-
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
+            self.redis.delete(*keys)

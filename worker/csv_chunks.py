@@ -17,6 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import csvjobs
 from shared.csvformat import MAX_REPORTED, describe
+from shared.csvjobs import ChunkOutcome
 from shared.errors import InvalidInput, ServiceError
 from worker import metrics
 from worker.chunk_store import ChunkRecorder
@@ -83,7 +84,7 @@ def _score(
     model: str,
     layout: dict[str, Any],
     on_error: str,
-) -> str:
+) -> ChunkOutcome:
     info, loaded = rt.models.get(model)
     parsed = parse_chunk(data, first_line, csvjobs.layout_from(layout), rows)
     if parsed.errors and on_error != "skip":
@@ -98,7 +99,3 @@ def _score(
     ids = orjson.dumps(parsed.ids) if parsed.ids is not None else b""
     report = parsed.errors[: csvjobs.MAX_SKIP_REPORT]
     return chunks.done(job_id, index, rows, raw, ids, orjson.dumps(report) if report else b"")
-
-
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

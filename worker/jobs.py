@@ -8,6 +8,8 @@ import orjson
 from redis import Redis
 
 from shared import jobstore
+from shared.redisio import ScriptCall, text
+from shared.schemas import JobStatus
 
 
 class JobRecorder:
@@ -19,29 +21,30 @@ class JobRecorder:
         self._start = redis.register_script(jobstore.START)
         self._finish = redis.register_script(jobstore.FINISH)
 
-    def start(self, job_id: str, model: str, n_rows: int) -> str:
+    def start(self, job_id: str, model: str, n_rows: int) -> JobStatus:
         """Mark the job running (recording a direct task first); returns the status to act on."""
-        args = jobstore.start_args(job_id, model, n_rows, self.ttl)
-        return _str(self._start(keys=[jobstore.job_key(job_id), jobstore.PENDING], args=args))
+        call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+        return jobstore.status_of(self._start(keys=call.keys, args=call.args))
 
-    def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[str]:
+    def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
         """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, n_rows in jobs:
-                args = jobstore.start_args(job_id, model, n_rows, self.ttl)
-                keys = [jobstore.job_key(job_id), jobstore.PENDING]
-                self._start(keys=keys, args=args, client=pipe)
-            return [_str(s) for s in pipe.execute()]
+                call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+                self._start(keys=call.keys, args=call.args, client=pipe)
+            return [jobstore.status_of(s) for s in pipe.execute()]
 
-    def succeed(self, job_id: str, version: str, predictions: list[float]) -> str:
+    def succeed(self, job_id: str, version: str, predictions: list[float]) -> JobStatus:
         """Store the predictions unless the job already ended; returns the final status."""
-        args = jobstore.success_args(version, predictions, self.ttl)
-        return _str(self._finish(keys=[jobstore.job_key(job_id)], args=args))
+        call = jobstore.success_call(job_id, version=version, predictions=predictions, ttl=self.ttl)
+        return self._run(call)
 
-    def fail(self, job_id: str, error_type: str, message: str) -> str:
+    def fail(self, job_id: str, error_type: str, message: str, errors: bytes = b"") -> JobStatus:
         """Store the error unless the job already ended; returns the final status."""
-        args = jobstore.failure_args(error_type, message, self.ttl)
-        return _str(self._finish(keys=[jobstore.job_key(job_id)], args=args))
+        call = jobstore.failure_call(
+            job_id, error_type=error_type, message=message, ttl=self.ttl, errors=errors
+        )
+        return self._run(call)
 
     def finish_many(
         self,
@@ -52,13 +55,21 @@ class JobRecorder:
         """Store predictions and (error type, message) pairs in one trip, then wake waiters."""
         if not succeeded and not failed:
             return
+        calls = [
+            jobstore.success_call(
+                job_id, version=version, predictions=predictions, ttl=self.ttl, publish=False
+            )
+            for job_id, predictions in succeeded.items()
+        ]
+        calls += [
+            jobstore.failure_call(
+                job_id, error_type=error_type, message=message, ttl=self.ttl, publish=False
+            )
+            for job_id, (error_type, message) in failed.items()
+        ]
         with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, predictions in succeeded.items():
-                args = jobstore.success_args(version, predictions, self.ttl, publish=False)
-                self._finish(keys=[jobstore.job_key(job_id)], args=args, client=pipe)
-            for job_id, (error_type, message) in failed.items():
-                args = jobstore.failure_args(error_type, message, self.ttl, publish=False)
-                self._finish(keys=[jobstore.job_key(job_id)], args=args, client=pipe)
+            for call in calls:
+                self._finish(keys=call.keys, args=call.args, client=pipe)
             pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
             pipe.execute()
 
@@ -68,11 +79,10 @@ class JobRecorder:
             jobstore.job_key(job_id), ["version", "result", "error"]
         )
         return (
-            _str(version) if version else None,
+            text(version) if version else None,
             orjson.loads(result) if result else None,
-            _str(error) if error else None,
+            text(error) if error else None,
         )
 
-
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    def _run(self, call: ScriptCall) -> JobStatus:
+        return jobstore.status_of(self._finish(keys=call.keys, args=call.args))

@@ -24,6 +24,7 @@ import orjson
 from redis import Redis
 
 from shared import csvjobs, jobstore
+from shared.redisio import text
 from shared.tasks import PREDICT_BATCH, QUEUE, SCORE_CHUNK
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Resender:
             if status != b"queued" or not spec or not rows:
                 self.redis.zrem(jobstore.PENDING, job_id)  # started, cancelled or expired
                 continue
-            batches[_text(spec)].append({"id": job_id, "rows": orjson.loads(rows)})
+            batches[text(spec)].append({"id": job_id, "rows": orjson.loads(rows)})
         for spec, jobs in batches.items():
             self.send(PREDICT_BATCH, str(uuid.uuid4()), {"jobs": jobs, "model": spec})
             self.redis.zadd(jobstore.PENDING, {job["id"]: time.time() for job in jobs})
@@ -86,8 +87,4 @@ class Resender:
 
     def _stale(self, outbox: str, cutoff: float) -> list[str]:
         members = self.redis.zrangebyscore(outbox, "-inf", cutoff, 0, MAX_PER_SWEEP)
-        return [_text(m) for m in members]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return [text(m) for m in members]

@@ -126,7 +126,8 @@ def test_cancelled_and_finished_jobs_are_skipped(runtime: Runtime) -> None:
     submitted(runtime, "done", "gone", "new")
     run_batch(runtime, [{"id": "done", "rows": [ROW]}], "demo:1")
     cancel = runtime.jobs.redis.register_script(jobstore.CANCEL)
-    cancel(keys=[jobstore.job_key("gone")], args=jobstore.cancel_args())
+    call = jobstore.cancel_call("gone")
+    cancel(keys=call.keys, args=call.args)
     jobs = [{"id": i, "rows": [[2.0] * 10]} for i in ("done", "gone", "new")]
     assert run_batch(runtime, jobs, "demo:1") == {"jobs": 3, "succeeded": 1, "failed": 0}
     assert outcome(runtime, "done") == ("succeeded", [5.0])  # the first result stands

@@ -123,9 +123,8 @@ def test_a_cancelled_job_is_not_predicted(runtime: Runtime) -> None:
     redis.hset(
         jobstore.job_key("c"), mapping=jobstore.new_record("c", kind="json", model="demo", n_rows=1)
     )
-    redis.register_script(jobstore.CANCEL)(
-        keys=[jobstore.job_key("c")], args=jobstore.cancel_args()
-    )
+    call = jobstore.cancel_call("c")
+    redis.register_script(jobstore.CANCEL)(keys=call.keys, args=call.args)
     with pytest.raises(JobConflict, match="job c is cancelled"):
         run_job(runtime, "c", [ROW], "default")
     assert runtime.models.loads == 0
