@@ -8,53 +8,30 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
-from redis.asyncio import Redis
 
 from gateway import deps, errors
-from gateway.backpressure import QueueDepth
-from gateway.events import JobEvents
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
-from gateway.queue import JobQueue
 from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
-from gateway.store import JobStore
-from shared.celery_app import create_celery
+from gateway.state import GatewayState
 from shared.logs import configure_logging
-from shared.registry import Registry
 from shared.schemas import Problem
 from shared.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A configured gateway; its lifespan opens and closes Redis and the publisher."""
+    """A configured gateway; its lifespan opens and closes its state (Redis, the publisher)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
-        redis = Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            health_check_interval=30,
-        )
-        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
-        events = JobEvents(redis)
-        celery = create_celery(settings)
-        app.state.settings = settings
-        app.state.redis = redis
-        app.state.registry = registry
-        app.state.queue = JobQueue(
-            settings, registry, JobStore(redis, settings.result_ttl), events, celery
-        )
-        events.start()
+        state = app.state.gateway = GatewayState.create(settings)
+        state.start()
         try:
             yield
         finally:
-            await app.state.queue.batcher.close()
-            await events.stop()
-            celery.close()
-            await redis.aclose()
+            await state.close()
 
     app = FastAPI(
         title="mlqueue",
@@ -63,8 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
-    app.state.settings = settings
-    app.state.queue_depth = QueueDepth(settings.max_queue_depth)
     errors.install(app)
     # Every router but the probes and the web page needs an API key when keys are configured;
     # /metrics too, unless MLQUEUE_METRICS_PUBLIC.

@@ -1,45 +1,39 @@
 """Stream a multipart CSV upload into stored, enqueued chunks: one chunk in memory, none on disk.
 
-The body is read block by block from `request.stream()` and fed to a push parser
-(`gateway.multipart`). The file's first record decides the layout (a header error is a 422
-before any job exists); then each chunk is stored in Redis and its task sent as soon as it is cut,
-so workers score while the upload goes on. If the upload fails half-way (413, bad line, client
-gone), the job and its chunks are deleted: the client never received its id.
+The body is read block by block and fed to a form reader (`gateway.form`). The file's first
+record decides the layout (a header error is a 422 before any job exists); then each chunk is
+stored in Redis and its task sent as soon as it is cut, so workers score while the upload goes
+on. If the upload fails half-way (413, bad line, client gone), the job and its chunks are
+deleted: the client never received its id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import csv
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
-from celery import Celery
-from kombu.exceptions import OperationalError
-from starlette.concurrency import run_in_threadpool
+import orjson
+from pydantic import ValidationError
 
 from gateway import metrics
 from gateway.csv_store import CsvStore
-from gateway.multipart import Multipart, boundary_of
+from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
+from gateway.publisher import Publisher
 from gateway.store import JobStore
 from shared import csvjobs, jobstore
 from shared.chunks import BOM, Chunk, Chunker, split_first
-from shared.csvformat import Layout, layout_for
-from shared.errors import InvalidInput, JobConflict, QueueUnavailable
+from shared.csvformat import Layout, check_text, layout_for
+from shared.errors import InvalidInput, JobConflict
 from shared.registry import Registry
-from shared.schemas import JobAccepted, JobStatus, ModelInfo
+from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
-from shared.tasks import QUEUE, SCORE_CHUNK
+from shared.tasks import SCORE_CHUNK
 
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
-TEXT_CHECK_BYTES = 64 * 1024
-MAX_FIELD_BYTES = 1024
-OPTIONS = ("model", "id_column", "on_error", "ignore_extra")
 log = logging.getLogger(__name__)
 
 
@@ -51,40 +45,34 @@ class CsvUpload:
         settings: Settings,
         registry: Registry,
         jobs: JobStore,
-        celery: Celery,
+        chunks: CsvStore,
+        publisher: Publisher,
         owner: str,
-        options: dict[str, str],
+        query: Mapping[str, str],
     ) -> None:
-        self.settings, self.registry, self.jobs, self.celery = settings, registry, jobs, celery
-        self.chunks = CsvStore(jobs.redis, settings.result_ttl)
+        self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
+        self.publisher = publisher
         self.owner = owner
-        self.options = options
+        self.query = query  # options given as query parameters; form fields override them
         self.job_id = ""
         self.stopped = False  # the job ended during the upload: read on, store nothing
-        self._field: str | None = None
-        self._value = b""
-        self._file = "none"  # none, reading, done
         self._head = b""
         self._chunker: Chunker | None = None
         self._done_seen = 0
         self._started = 0.0
+        self.options: CsvOptions
         self.info: ModelInfo
         self.layout: Layout
-        self.id_column: str | None = None
-        self.ignore_extra = False
-        self.on_error = "fail"
 
     async def run(self, content_type: str, body: AsyncIterator[bytes]) -> JobAccepted:
         """Read the whole body; returns the accepted job (or raises, leaving nothing behind)."""
-        multipart = Multipart(boundary_of(content_type))
+        form = FormReader(content_type, "file", CsvOptions.model_fields)
         self._started = time.perf_counter()
         try:
             async for block in body:
-                for event, value in multipart.feed(block):
-                    await self._on(event, value)
-            multipart.parser.finalize()
-            if self._file != "done":
-                raise InvalidInput("no complete file in the form: upload the CSV as field `file`")
+                for event in form.feed(block):
+                    await self._on(event)
+            form.finish()
             return await self._finish()
         except BaseException:
             if self.job_id:
@@ -92,35 +80,29 @@ class CsvUpload:
                     await asyncio.shield(self.chunks.abort(self.job_id))
             raise
 
-    async def _on(self, event: str, value: Any) -> None:
-        if event == "part":
-            name = value
-            if name == "file" and self._file == "none":
-                self._resolve_options()
-                self._file = "reading"
-            elif self._file != "none":
-                raise InvalidInput(f"form field {name!r} must come before the file")
-            else:
-                self._field, self._value = name, b""
-        elif event == "data":
-            if self._file == "reading":
-                await self._file_data(value)
-            elif self._field is not None:
-                self._value += value
-                if len(self._value) > MAX_FIELD_BYTES:
-                    raise InvalidInput(f"form field {self._field!r} is too long")
-        elif self._file == "reading":
-            await self._file_end()
-        elif self._field in OPTIONS:
-            self.options[self._field] = self._value.decode("utf-8", "replace").strip()
+    async def _on(self, event: FormEvent) -> None:
+        match event:
+            case FileStart(fields):
+                self._resolve_options(fields)
+            case FileData(data) if self._chunker is not None:
+                for chunk in self._chunker.feed(data):
+                    await self._send(chunk)
+            case FileData(data):
+                self._head += data
+                await self._start(final=False)
+            case FileEnd():
+                await self._file_end()
 
-    async def _file_data(self, block: bytes) -> None:
-        if self._chunker is not None:
-            for chunk in self._chunker.feed(block):
-                await self._send(chunk)
-        else:
-            self._head += block
-            await self._start(final=False)
+    def _resolve_options(self, fields: Mapping[str, str]) -> None:
+        """Options are complete when the file part starts: check them before reading it."""
+        given = {k: v for k, v in {**self.query, **fields}.items() if v != ""}
+        try:
+            self.options = CsvOptions.model_validate(given)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+        self.info = self.registry.resolve(self.options.model)
 
     async def _file_end(self) -> None:
         if self._chunker is None and not await self._start(final=True):
@@ -128,12 +110,11 @@ class CsvUpload:
         assert self._chunker is not None
         for chunk in self._chunker.finish():
             await self._send(chunk)
-        self._file = "done"
 
     async def _start(self, final: bool) -> bool:
         """Once the first record is complete: check text, read the layout, create the job."""
         head = self._head.removeprefix(BOM)
-        check_text(head[:TEXT_CHECK_BYTES], final)
+        check_text(head, final)
         found = split_first(head, final)
         if found is None:
             return False
@@ -150,24 +131,14 @@ class CsvUpload:
             await self._send(chunk)
         return True
 
-    def _resolve_options(self) -> None:
-        """Options are complete when the file part starts: check them before reading it."""
-        self.info = self.registry.resolve(self.options.get("model") or "default")
-        self.id_column = self.options.get("id_column") or None
-        self.ignore_extra = parse_bool(self.options.get("ignore_extra", ""))
-        self.on_error = self.options.get("on_error") or "fail"
-        if self.on_error not in csvjobs.ON_ERROR:
-            raise InvalidInput(
-                f"on_error must be one of {list(csvjobs.ON_ERROR)}, not {self.on_error!r}"
-            )
-
     def _layout(self, record: bytes) -> Layout:
         try:
             text = record.decode("utf-8").removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as exc:
             raise InvalidInput("line 1: not UTF-8 text; upload a CSV file") from exc
         cells = next(csv.reader([text]), [])
-        return layout_for(cells, self.info.feature_names, self.id_column, self.ignore_extra)
+        options = self.options
+        return layout_for(cells, self.info.feature_names, options.id_column, options.ignore_extra)
 
     async def _create(self, layout: Layout) -> None:
         self.layout = layout
@@ -181,8 +152,8 @@ class CsvUpload:
             chunks_sent="0",
             rows_done="0",
             rows_skipped="0",
-            on_error=self.on_error,
-            id_column=self.id_column or "",
+            on_error=self.options.on_error,
+            id_column=self.options.id_column or "",
         )
         await self.jobs.create_many([record])
 
@@ -195,29 +166,19 @@ class CsvUpload:
             chunk.rows,
             f"{self.info.name}:{self.info.version}",
             self.layout,
-            self.on_error,
+            self.options.on_error,
         )
-        if self.stopped or not await self.chunks.store(self.job_id, chunk, kwargs):
+        if self.stopped or not await self.chunks.store(self.job_id, chunk, orjson.dumps(kwargs)):
             self.stopped = True
             return
-        try:
-            await run_in_threadpool(
-                self.celery.send_task,
-                SCORE_CHUNK,
-                kwargs=kwargs,
-                task_id=f"{self.job_id}.{chunk.index}",
-                queue=QUEUE,
-                retry=True,
-                retry_policy=PUBLISH_RETRY,
-            )
-        except (OperationalError, OSError) as exc:
-            raise QueueUnavailable("the job queue is unavailable; retry shortly") from exc
+        message_id = f"{self.job_id}.{chunk.index}"
+        await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>")
 
     async def _wait_for_room(self, index: int) -> None:
         """Hold the upload while too many chunks wait to be scored (bounds Redis memory)."""
         while not self.stopped and index - self._done_seen >= self.settings.csv_max_pending_chunks:
             status, self._done_seen = await self.chunks.progress(self.job_id)
-            if status not in ("queued", "running"):
+            if status not in (JobStatus.QUEUED, JobStatus.RUNNING):
                 self.stopped = True
             elif index - self._done_seen >= self.settings.csv_max_pending_chunks:
                 await asyncio.sleep(0.05)
@@ -229,7 +190,7 @@ class CsvUpload:
         status = await self.chunks.finalize(
             self.job_id, self._chunker.chunks_total, self._chunker.rows_total
         )
-        if status not in JobStatus.__members__.values():
+        if not isinstance(status, JobStatus):
             raise JobConflict(f"job {self.job_id} expired during the upload", job_id=self.job_id)
         metrics.job_submitted(self.info.name, "csv", self._chunker.rows_total)
         log.info(
@@ -246,30 +207,8 @@ class CsvUpload:
         )
         return JobAccepted(
             job_id=self.job_id,
-            status=JobStatus(status),
+            status=status,
             model=self.info.name,
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
-
-
-def check_text(head: bytes, final: bool) -> None:
-    """Refuse a file that is not UTF-8 text, from its first bytes."""
-    if b"\x00" in head:
-        raise InvalidInput("the file is not text (it contains NUL bytes); upload a CSV file")
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=final)
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"the file is not UTF-8 text (byte {exc.start + 1}); upload a CSV file"
-        ) from exc
-
-
-def parse_bool(value: str) -> bool:
-    """A form or query flag: true/1/yes/on or false/0/no/off/empty."""
-    text = value.strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("", "false", "0", "no", "off"):
-        return False
-    raise InvalidInput(f"ignore_extra must be true or false, not {value!r}")

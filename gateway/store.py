@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 
 from shared import jobstore
 from shared.errors import JobNotFound
-from shared.schemas import JobView
+from shared.redisio import text
+from shared.schemas import JobStatus, JobView
 
 
 class JobStore:
@@ -54,13 +55,14 @@ class JobStore:
         raw = fields.pop("result", None)
         return jobstore.to_view(job_id, fields), (orjson.loads(raw) if raw else None)
 
-    async def cancel(self, job_id: str, owner: str) -> str:
+    async def cancel(self, job_id: str, owner: str) -> JobStatus:
         """Cancel a live job; returns the status it had before (final ones are left alone)."""
         await self._fields(job_id, owner, ("status",))
-        previous = await self._cancel(keys=[jobstore.job_key(job_id)], args=jobstore.cancel_args())
+        call = jobstore.cancel_call(job_id)
+        previous = jobstore.previous_status(await self._cancel(keys=call.keys, args=call.args))
         if previous is None:
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
-        return _text(previous)
+        return previous
 
     async def _fields(self, job_id: str, owner: str, names: tuple[str, ...]) -> dict[str, Any]:
         # execute_command: redis-py's `hmget` wrapper inspects its arguments on every call.
@@ -68,12 +70,8 @@ class JobStore:
             "HMGET", jobstore.job_key(job_id), *names, "owner"
         )
         fields = dict(zip((*names, "owner"), values, strict=True))
-        stored_owner = _text(fields.pop("owner"))
+        stored_owner = text(fields.pop("owner"))
         # Someone else's job is reported exactly like a missing one, so ids do not leak.
         if fields.get("status") is None or (stored_owner and stored_owner != owner):
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
         return fields
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")

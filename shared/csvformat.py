@@ -11,11 +11,13 @@ Line numbers are 1-based lines of the file; columns are 1-based and also given b
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from shared.errors import InvalidInput
 
@@ -129,16 +131,33 @@ def describe(errors: Sequence[dict[str, object]]) -> str:
     return "; ".join(parts) + more
 
 
-def decode(data: bytes) -> str:
-    """The text of an uploaded file; anything but UTF-8 text is refused."""
-    if b"\x00" in data[:8192]:
+TEXT_CHECK_BYTES: Final = 64 * 1024
+"""How much of a file's start `check_text` reads."""
+
+
+def check_text(head: bytes, final: bool) -> None:
+    """Refuse a file that is not UTF-8 text, from its first bytes (`final`: that is all of it;
+    otherwise a character cut at the end of `head` is not an error)."""
+    head = head[:TEXT_CHECK_BYTES]
+    if b"\x00" in head:
         raise InvalidInput("the file is not text (it contains NUL bytes); upload a CSV file")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=final)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc) from exc
+
+
+def decode(data: bytes) -> str:
+    """The text of an uploaded file held whole; anything but UTF-8 text is refused."""
+    check_text(data, final=False)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"the file is not UTF-8 text (byte {exc.start}); upload a CSV file"
-        ) from exc
+        raise _not_utf8(exc) from exc
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> InvalidInput:
+    return InvalidInput(f"the file is not UTF-8 text (byte {exc.start + 1}); upload a CSV file")
 
 
 def parse_small(

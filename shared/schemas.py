@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt
 
 # A feature value: a JSON number, finite. Strict so that `true` or `"1.5"` is refused, not coerced.
 Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
 Row = list[Feature]
+
+ModelSpec = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
+        description='A model name, "name:version", or "default".',
+    ),
+]
 
 EXAMPLE_ROW: list[JsonValue] = [
     0.038,
@@ -50,13 +60,20 @@ class PredictRequest(BaseModel):
     )
 
     data: list[Row] = Field(min_length=1, description="Rows of feature values, one per sample.")
-    model: str = Field(
-        "default",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
-        description='A model name, "name:version", or "default".',
+    model: ModelSpec = "default"
+
+
+class CsvOptions(BaseModel):
+    """How to read an uploaded CSV: query parameters, or form fields sent before the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelSpec = "default"
+    id_column: str | None = Field(None, max_length=200, description="Passed through to the result.")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="Fail the job, or skip bad lines."
     )
+    ignore_extra: bool = Field(False, description="Allow columns the model does not use.")
 
 
 class LegacyPredictRequest(BaseModel):

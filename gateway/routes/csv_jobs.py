@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from gateway import examples as ex
-from gateway.csv_store import CsvStore
-from gateway.csv_upload import CsvUpload
-from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom
+from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
 from gateway.routes.jobs import PROBLEMS, JobId
-from shared import jobstore
-from shared.schemas import CsvErrors, JobAccepted, LineError, Problem
+from shared.schemas import CsvErrors, JobAccepted, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -58,7 +54,7 @@ UPLOAD_BODY: dict[str, Any] = {
 )
 async def submit_csv(
     request: Request,
-    queue: JobQueueDep,
+    jobs: JobsDep,
     owner: OwnerDep,
     response: Response,
     model: Annotated[
@@ -73,14 +69,12 @@ async def submit_csv(
     """Stream a CSV file in and score it in chunks; form fields (sent before `file`) or query
     parameters set the options. Header errors are a 422 at once; bad data lines fail the job
     with their line and column (or are skipped and reported with `on_error=skip`)."""
-    options = {
-        "model": model or "",
-        "id_column": id_column or "",
-        "on_error": on_error or "",
-        "ignore_extra": "" if ignore_extra is None else str(ignore_extra),
-    }
-    upload = CsvUpload(queue.settings, queue.registry, queue.store, queue.celery, owner, options)
-    accepted = await upload.run(request.headers.get("content-type", ""), request.stream())
+    given = {"model": model, "id_column": id_column, "on_error": on_error}
+    query = {k: v for k, v in given.items() if v is not None}
+    if ignore_extra is not None:
+        query["ignore_extra"] = str(ignore_extra)
+    content_type = request.headers.get("content-type", "")
+    accepted = await jobs.submit_csv(content_type, request.stream(), owner, query)
     response.headers["Location"] = accepted.location
     return accepted
 
@@ -92,18 +86,6 @@ async def submit_csv(
         **{k: PROBLEMS[k] for k in (404, 503)},
     },
 )
-async def get_errors(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> CsvErrors:
+async def get_errors(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> CsvErrors:
     """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
-    view = await queue.store.get(job_id, owner)
-    redis = queue.store.redis
-    failed_with, sent = await redis.hmget(jobstore.job_key(job_id), ["errors", "chunks_sent"])
-    if failed_with:
-        listed = orjson.loads(failed_with)
-    else:
-        listed = await CsvStore(redis, queue.settings.result_ttl).errors(job_id, int(sent or 0))
-    return CsvErrors(
-        job_id=job_id,
-        status=view.status,
-        rows_skipped=view.progress.rows_skipped if view.progress else 0,
-        errors=[LineError.model_validate(e) for e in listed],
-    )
+    return await jobs.errors(job_id, owner)

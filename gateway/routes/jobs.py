@@ -8,10 +8,9 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway import examples as ex
-from gateway.csv_store import CsvStore
-from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
-from shared.errors import JobConflict
-from shared.schemas import JobAccepted, JobResult, JobStatus, JobView, PredictRequest, Problem
+from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
+from gateway.jobs import CsvResult
+from shared.schemas import JobAccepted, JobResult, JobView, PredictRequest, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -49,12 +48,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 )
 async def submit_job(
     body: Annotated[PredictRequest, Body(openapi_examples=ex.SUBMIT_BODIES)],
-    queue: JobQueueDep,
+    jobs: JobsDep,
     owner: OwnerDep,
     response: Response,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
-    accepted = await queue.submit(body.data, body.model, owner)
+    accepted = await jobs.submit(body.data, body.model, owner)
     response.headers["Location"] = accepted.location
     return accepted
 
@@ -69,9 +68,9 @@ async def submit_job(
         **{k: PROBLEMS[k] for k in (404, 503)},
     },
 )
-async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView:
+async def get_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     """The job's status, timestamps, model, row count, progress and error."""
-    return await queue.store.get(job_id, owner)
+    return await jobs.get(job_id, owner)
 
 
 @router.get(
@@ -92,34 +91,26 @@ async def get_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView
 )
 async def get_result(
     job_id: JobId,
-    queue: JobQueueDep,
+    jobs: JobsDep,
     owner: OwnerDep,
-    settings: SettingsDep,
     wait: Annotated[float, Query(ge=0, le=30, description="Seconds to long-poll for the end.")] = 0,
 ) -> JobResult | JSONResponse | StreamingResponse:
     """The predictions, one per input row in order (for a CSV job a `text/csv` stream: the id
     column when one was named, then `prediction`); `?wait=S` returns as soon as the job ends."""
-    view, predictions = await queue.wait(job_id, owner, min(wait, settings.max_wait_seconds))
-    if view.kind == "csv" and view.status is JobStatus.SUCCEEDED:
-        return await _csv_result(queue, job_id)
-    if view.status is JobStatus.SUCCEEDED and predictions is not None:
-        return JobResult(
-            job_id=job_id,
-            status=view.status,
-            model=view.model,
-            version=view.version,
-            data=predictions,
+    answer = await jobs.result(job_id, owner, wait)
+    if isinstance(answer, CsvResult):
+        return StreamingResponse(
+            answer.body,
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
         )
-    if view.status.finished:
-        reason = f": {view.error.message}" if view.error else ""
-        raise JobConflict(
-            f"job {job_id} {view.status.value}{reason}", job=view.model_dump(mode="json")
+    if isinstance(answer, JobView):  # not finished yet
+        return JSONResponse(
+            answer.model_dump(mode="json"),
+            status_code=202,
+            headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"},
         )
-    return JSONResponse(
-        view.model_dump(mode="json"),
-        status_code=202,
-        headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"},
-    )
+    return answer
 
 
 @router.delete(
@@ -130,24 +121,6 @@ async def get_result(
         404: PROBLEMS[404],
     },
 )
-async def cancel_job(job_id: JobId, queue: JobQueueDep, owner: OwnerDep) -> JobView:
+async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     """Cancel a queued or running job: it will not produce a result."""
-    previous = await queue.store.cancel(job_id, owner)
-    if previous not in (JobStatus.QUEUED, JobStatus.RUNNING):
-        raise JobConflict(
-            f"job {job_id} has already {previous}; nothing to cancel", job_status=previous
-        )
-    view = await queue.store.get(job_id, owner)
-    if view.kind == "csv":  # its chunks will not be scored: free their data now
-        await CsvStore(queue.store.redis, queue.settings.result_ttl).purge(job_id)
-    return view
-
-
-async def _csv_result(queue: JobQueueDep, job_id: str) -> StreamingResponse:
-    chunks = CsvStore(queue.store.redis, queue.settings.result_ttl)
-    n, id_column = await chunks.result_info(job_id)
-    return StreamingResponse(
-        chunks.result_csv(job_id, n, id_column),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
-    )
+    return await jobs.cancel(job_id, owner)

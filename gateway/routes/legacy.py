@@ -7,11 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, File, UploadFile
 
 from gateway import examples as ex
-from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom, SettingsDep
+from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
 from gateway.routes.jobs import PROBLEMS
-from shared.csvformat import parse_small
-from shared.errors import InvalidInput, JobConflict, QueueUnavailable
-from shared.schemas import JobStatus, LegacyPredictRequest, LegacyPredictResponse
+from shared.schemas import LegacyPredictRequest, LegacyPredictResponse
 
 router = APIRouter(tags=["legacy"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -28,12 +26,11 @@ CSV_BODY = {
 @router.post("/predict", responses=RESPONSES, dependencies=[QueueHasRoom])
 async def predict(
     body: Annotated[LegacyPredictRequest, Body(openapi_examples=ex.LEGACY_BODIES)],
-    queue: JobQueueDep,
+    jobs: JobsDep,
     owner: OwnerDep,
-    settings: SettingsDep,
 ) -> LegacyPredictResponse:
     """Predict rows with the default model and wait for the answer (bounded)."""
-    return await _run(queue, body.data, owner, settings.sync_timeout)
+    return LegacyPredictResponse(data=await jobs.predict_now(body.data, owner))
 
 
 @router.post(
@@ -41,28 +38,8 @@ async def predict(
 )
 async def predict_csv(
     csv_file: Annotated[UploadFile, File(description="A CSV of feature rows (header optional).")],
-    queue: JobQueueDep,
+    jobs: JobsDep,
     owner: OwnerDep,
-    settings: SettingsDep,
 ) -> LegacyPredictResponse:
     """Predict every row of a small CSV file with the default model and wait for the answer."""
-    info = queue.registry.resolve("default")
-    rows, _ = parse_small(await csv_file.read(), info.feature_names, settings.max_rows_per_job)
-    return await _run(queue, rows, owner, settings.sync_timeout)
-
-
-async def _run(
-    queue: JobQueueDep, rows: list[list[float]], owner: str, timeout: float
-) -> LegacyPredictResponse:
-    accepted = await queue.submit(rows, "default", owner)
-    view, predictions = await queue.wait(accepted.job_id, owner, timeout)
-    if view.status is JobStatus.SUCCEEDED:
-        return LegacyPredictResponse(data=predictions or [])
-    if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
-        raise InvalidInput(view.error.message, job_id=accepted.job_id)
-    if view.status.finished:
-        raise JobConflict(f"job {accepted.job_id} {view.status.value}", job_id=accepted.job_id)
-    raise QueueUnavailable(
-        f"no result within {timeout:g} s; poll /v1/jobs/{accepted.job_id}/result",
-        job_id=accepted.job_id,
-    )
+    return LegacyPredictResponse(data=await jobs.predict_csv_now(await csv_file.read(), owner))

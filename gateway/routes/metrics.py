@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics
-from gateway.deps import RedisDep
+from gateway.deps import StateDep
 
 router = APIRouter(tags=["metrics"])
 
@@ -30,7 +30,7 @@ mlqueue_jobs_submitted_total{kind="json",model="demo"} 42.0
         }
     },
 )
-async def get_metrics(redis: RedisDep) -> Response:
+async def get_metrics(state: StateDep) -> Response:
     """Request counts and latencies by route, jobs submitted by model, and queue depth."""
-    body = await metrics.exposition(redis)
+    body = await metrics.exposition(state.redis)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

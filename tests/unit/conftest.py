@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,7 @@ from fastapi.testclient import TestClient
 
 from gateway import deps
 from gateway.app import create_app
-from gateway.events import JobEvents
-from gateway.queue import JobQueue
-from gateway.store import JobStore
+from gateway.state import GatewayState
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.tasks import SCORE_CHUNK
@@ -46,18 +44,20 @@ class MockModel:
         return cls()
 
 
-class FakeCelery:
-    """Stands in for the publisher: records each message, and runs it at once when `run` is on."""
+class FakePublisher:
+    """Stands in for the broker: records each message, and runs it at once when `run` is on."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sent: list[dict[str, Any]] = []
         self.run = True
 
-    def send_task(self, name: str, kwargs: dict[str, Any], task_id: str, **_: Any) -> None:
-        self.sent.append({"name": name, "kwargs": kwargs, "task_id": task_id})
+    async def send(
+        self, task: str, message_id: str, kwargs: Mapping[str, Any], summary: str
+    ) -> None:
+        self.sent.append({"name": task, "kwargs": dict(kwargs), "task_id": message_id})
         if self.run:
-            if name == SCORE_CHUNK:
+            if task == SCORE_CHUNK:
                 score_chunk(self.runtime, **kwargs)
             else:
                 run_batch(self.runtime, kwargs["jobs"], kwargs["model"])
@@ -92,22 +92,25 @@ def runtime(settings: Settings, server: fakeredis.FakeServer) -> Runtime:
 
 
 @pytest.fixture
-def celery(runtime: Runtime) -> FakeCelery:
-    return FakeCelery(runtime)
+def publisher(runtime: Runtime) -> FakePublisher:
+    return FakePublisher(runtime)
 
 
 @pytest.fixture
-def app(settings: Settings, server: fakeredis.FakeServer, celery: FakeCelery) -> Iterator[FastAPI]:
-    """The gateway with its queue, Redis and registry replaced through dependency overrides."""
+def state(
+    settings: Settings, server: fakeredis.FakeServer, publisher: FakePublisher
+) -> GatewayState:
+    """The gateway's state on fakeredis, with the fake publisher."""
+    return GatewayState.create(
+        settings, redis=fakeredis.FakeAsyncRedis(server=server), publisher=publisher
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, state: GatewayState) -> Iterator[FastAPI]:
+    """The gateway with its state replaced through a dependency override."""
     app = create_app(settings)
-    redis = fakeredis.FakeAsyncRedis(server=server)
-    registry = Registry(settings.model_dir, settings.default_model)
-    queue = JobQueue(
-        settings, registry, JobStore(redis, settings.result_ttl), JobEvents(redis), celery
-    )  # type: ignore[arg-type]
-    app.dependency_overrides[deps.get_queue] = lambda: queue
-    app.dependency_overrides[deps.get_redis] = lambda: redis
-    app.dependency_overrides[deps.get_registry] = lambda: registry
+    app.dependency_overrides[deps.get_state] = lambda: state
     yield app
     app.dependency_overrides.clear()
 

@@ -9,7 +9,7 @@ import random
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import FakeCelery
+from tests.unit.conftest import FakePublisher
 from worker.predict import run_batch
 
 N_FEATURES = 10
@@ -44,13 +44,13 @@ def test_submit_then_fetch_gives_one_prediction_per_row(client: TestClient, n_ro
     list(itertools.product(range(1, 10), [w for w in range(1, 20) if w != N_FEATURES])),
 )
 def test_every_wrong_width_is_a_422_naming_the_row(
-    client: TestClient, celery: FakeCelery, n_rows: int, width: int
+    client: TestClient, publisher: FakePublisher, n_rows: int, width: int
 ) -> None:
     response = client.post("/v1/jobs", json={"data": rows(n_rows, width)})
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert f"row 0 has {width} features, expected {N_FEATURES}" in detail
-    assert celery.sent == []  # nothing reached the queue
+    assert publisher.sent == []  # nothing reached the queue
 
 
 @pytest.mark.parametrize(
@@ -149,9 +149,9 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
 
 
 def test_unfinished_job_result_is_202_with_its_status(
-    client: TestClient, celery: FakeCelery
+    client: TestClient, publisher: FakePublisher
 ) -> None:
-    celery.run = False
+    publisher.run = False
     job = submit(client, rows(2))
     response = client.get(f"/v1/jobs/{job['job_id']}/result?wait=0.3")
     assert response.status_code == 202
@@ -159,14 +159,14 @@ def test_unfinished_job_result_is_202_with_its_status(
     assert response.headers["retry-after"] == "1"
 
 
-def test_cancel_a_queued_job_then_no_result(client: TestClient, celery: FakeCelery) -> None:
-    celery.run = False
+def test_cancel_a_queued_job_then_no_result(client: TestClient, publisher: FakePublisher) -> None:
+    publisher.run = False
     job = submit(client, rows(2))
     response = client.delete(f"/v1/jobs/{job['job_id']}")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     # The worker then picks the message up: it must not predict, nor overwrite the cancel.
-    summary = run_batch(celery.runtime, **celery.sent[0]["kwargs"])
+    summary = run_batch(publisher.runtime, **publisher.sent[0]["kwargs"])
     assert summary == {"jobs": 1, "succeeded": 0, "failed": 0}
     result = client.get(f"/v1/jobs/{job['job_id']}/result")
     assert result.status_code == 409
@@ -181,8 +181,10 @@ def test_cancel_a_finished_job_is_409(client: TestClient) -> None:
     assert "already succeeded" in response.json()["detail"]
 
 
-def test_a_failed_job_result_is_409_with_its_error(client: TestClient, celery: FakeCelery) -> None:
-    celery.runtime.models._loader = lambda path: BrokenModel()  # type: ignore[assignment]
+def test_a_failed_job_result_is_409_with_its_error(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    publisher.runtime.models._loader = lambda path: BrokenModel()  # type: ignore[assignment]
     job = submit(client, rows(2))
     response = client.get(f"/v1/jobs/{job['job_id']}/result")
     assert response.status_code == 409
@@ -204,11 +206,11 @@ def test_predictions_are_plain_finite_floats(client: TestClient) -> None:
 
 
 def test_the_published_message_pins_the_model_version(
-    client: TestClient, celery: FakeCelery
+    client: TestClient, publisher: FakePublisher
 ) -> None:
     data = rows(1)
     job = submit(client, data)
-    assert celery.sent == [
+    assert publisher.sent == [
         {
             "name": "mlqueue.predict_batch",
             "task_id": job["job_id"],

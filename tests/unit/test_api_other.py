@@ -7,14 +7,13 @@ from pathlib import Path
 
 import fakeredis
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gateway import deps
+from gateway.state import GatewayState
 from shared.jobstore import WORKERS
 from shared.registry import Registry
 from shared.schemas import ModelInfo
-from tests.unit.conftest import FakeCelery
+from tests.unit.conftest import FakePublisher
 
 ROW = [0.01 * i for i in range(10)]
 
@@ -79,8 +78,8 @@ def test_legacy_predict_wrong_width(client: TestClient, width: int) -> None:
     assert client.post("/predict", json={"data": [[1.0] * width]}).status_code == 422
 
 
-def test_legacy_predict_times_out_as_503(client: TestClient, celery: FakeCelery) -> None:
-    celery.run = False
+def test_legacy_predict_times_out_as_503(client: TestClient, publisher: FakePublisher) -> None:
+    publisher.run = False
     response = client.post("/predict", json={"data": [ROW]})
     assert response.status_code == 503
     assert "no result within 2 s; poll /v1/jobs/" in response.json()["detail"]
@@ -138,10 +137,10 @@ def test_legacy_predict_csv_refuses_binary(client: TestClient) -> None:
 
 
 def test_readyz_says_the_default_model_is_missing(
-    app: FastAPI, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
+    state: GatewayState, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
 ) -> None:
     fakeredis.FakeRedis(server=server).zadd(WORKERS, {"celery@test": time.time()})
-    app.dependency_overrides[deps.get_registry] = lambda: Registry(tmp_path, "demo")
+    state.registry = Registry(tmp_path, "demo")
     response = client.get("/readyz")
     assert response.status_code == 503
     [reason] = response.json()["reasons"]
@@ -150,10 +149,10 @@ def test_readyz_says_the_default_model_is_missing(
 
 
 def test_readyz_ignores_a_stale_heartbeat_and_lists_every_reason(
-    app: FastAPI, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
+    state: GatewayState, client: TestClient, server: fakeredis.FakeServer, tmp_path: Path
 ) -> None:
     fakeredis.FakeRedis(server=server).zadd(WORKERS, {"celery@gone": time.time() - 60})
-    app.dependency_overrides[deps.get_registry] = lambda: Registry(tmp_path, "demo")
+    state.registry = Registry(tmp_path, "demo")
     body = client.get("/readyz").json()
     assert body["status"] == "not ready"
     assert body["checks"]["workers"] == 0

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from shared import csvjobs, jobstore
 from shared.csvformat import layout_for
 from shared.settings import Settings
-from tests.unit.conftest import FakeCelery
+from tests.unit.conftest import FakePublisher
 from worker.csv_chunks import score_chunk
 from worker.csv_parse import parse_chunk, parse_exact, parse_fast
 from worker.runtime import Runtime
@@ -151,25 +151,25 @@ def test_on_error_skip_scores_the_good_lines_and_reports_the_bad(client: TestCli
     ]
 
 
-def test_cancel_deletes_the_chunk_data(client: TestClient, celery: FakeCelery) -> None:
-    celery.run = False  # chunks stay queued
+def test_cancel_deletes_the_chunk_data(client: TestClient, publisher: FakePublisher) -> None:
+    publisher.run = False  # chunks stay queued
     job = upload(client, to_csv(table(10)))
-    redis = celery.runtime.jobs.redis
+    redis = publisher.runtime.jobs.redis
     assert redis.exists(csvjobs.in_key(str(job["job_id"]), 0))
     assert client.delete(f"/v1/jobs/{job['job_id']}").json()["status"] == "cancelled"
     assert redis.keys(f"{jobstore.job_key(str(job['job_id']))}:*") == []
     # A chunk delivered after the cancel is skipped.
-    sent = celery.sent[0]["kwargs"]
-    assert score_chunk(celery.runtime, **sent) == "cancelled"
+    sent = publisher.sent[0]["kwargs"]
+    assert score_chunk(publisher.runtime, **sent) == "cancelled"
 
 
-def test_a_redelivered_chunk_is_counted_once(client: TestClient, celery: FakeCelery) -> None:
-    celery.run = False
+def test_a_redelivered_chunk_is_counted_once(client: TestClient, publisher: FakePublisher) -> None:
+    publisher.run = False
     job_id = str(upload(client, to_csv(table(4)))["job_id"])
-    first, second = (m["kwargs"] for m in celery.sent)
-    assert score_chunk(celery.runtime, **first) == "running"
-    assert score_chunk(celery.runtime, **first) == "done"  # redelivered after it was scored
-    assert score_chunk(celery.runtime, **second) == "succeeded"
+    first, second = (m["kwargs"] for m in publisher.sent)
+    assert score_chunk(publisher.runtime, **first) == "running"
+    assert score_chunk(publisher.runtime, **first) == "done"  # redelivered after it was scored
+    assert score_chunk(publisher.runtime, **second) == "succeeded"
     assert [float(r[0]) for r in result_rows(client, job_id)[1:]] == pytest.approx(
         [sum(r) for r in table(4)]
     )

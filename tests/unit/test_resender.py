@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from shared import csvjobs, jobstore
 from shared.tasks import QUEUE
-from tests.unit.conftest import FakeCelery
+from tests.unit.conftest import FakePublisher
 from worker.chunk_store import ChunkRecorder
 from worker.jobs import JobRecorder
 from worker.resender import LOCK, Resender
@@ -25,10 +25,10 @@ def fields(redis: fakeredis.FakeRedis, job_id: str, *names: str) -> list[Any]:
 
 
 def test_a_submitted_job_keeps_its_rows_until_a_worker_starts_it(
-    client: TestClient, celery: FakeCelery, server: fakeredis.FakeServer
+    client: TestClient, publisher: FakePublisher, server: fakeredis.FakeServer
 ) -> None:
     redis = fakeredis.FakeRedis(server=server)
-    celery.run = False
+    publisher.run = False
     job_id = client.post("/v1/jobs", json={"data": [ROW]}).json()["job_id"]
     assert fields(redis, job_id, "spec", "rows") == [b"demo:1", orjson.dumps([ROW])]
     assert redis.zscore(jobstore.PENDING, job_id) is not None

@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from gateway import keys
 from gateway.backpressure import QueueDepth, retry_after
+from gateway.state import GatewayState
 from shared.settings import Settings
 from shared.tasks import QUEUE
-from tests.unit.conftest import FakeCelery
+from tests.unit.conftest import FakePublisher
 
 ROW = [0.01 * i for i in range(10)]
 KEY_A, KEY_B = keys.new_key(), keys.new_key()
@@ -73,11 +74,13 @@ def test_without_a_valid_key_every_protected_route_is_401(
     assert response.json()["title"] == "Unauthorized"
 
 
-def test_metrics_need_a_key_unless_public(app: FastAPI, settings: Settings) -> None:
+def test_metrics_need_a_key_unless_public(
+    app: FastAPI, settings: Settings, state: GatewayState
+) -> None:
     client = TestClient(app)
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=bearer(KEY_A)).status_code == 200
-    app.state.settings = settings.model_copy(update={"metrics_public": True})
+    state.settings = settings.model_copy(update={"metrics_public": True})
     assert client.get("/metrics").status_code == 200
 
 
@@ -171,16 +174,16 @@ def test_the_key_command_prints_a_key_and_its_digest() -> None:
 
 
 @pytest.fixture
-def full_queue(server: fakeredis.FakeServer, app: FastAPI) -> Iterator[fakeredis.FakeRedis]:
+def full_queue(server: fakeredis.FakeServer, state: GatewayState) -> Iterator[fakeredis.FakeRedis]:
     redis = fakeredis.FakeRedis(server=server)
-    app.state.queue_depth = QueueDepth(limit=3, cache_seconds=0)
+    state.queue_depth = QueueDepth(limit=3, cache_seconds=0)
     redis.rpush(QUEUE, *[b"m"] * 4)
     yield redis
     redis.delete(QUEUE)
 
 
 def test_a_queue_over_its_depth_refuses_new_jobs_with_503(
-    client: TestClient, full_queue: fakeredis.FakeRedis, celery: FakeCelery
+    client: TestClient, full_queue: fakeredis.FakeRedis, publisher: FakePublisher
 ) -> None:
     for path, body in [("/v1/jobs", {"data": [ROW]}), ("/predict", {"data": [ROW]})]:
         response = client.post(path, json=body, headers=bearer(KEY_A))
@@ -188,7 +191,7 @@ def test_a_queue_over_its_depth_refuses_new_jobs_with_503(
         assert response.headers["retry-after"] == str(retry_after(4, 3))
         assert response.json()["queue_depth"] == 4
         assert "over its limit of 3" in response.json()["detail"]
-    assert celery.sent == []
+    assert publisher.sent == []
     full_queue.ltrim(QUEUE, 0, 2)  # back to the limit: accepted again
     assert client.post("/v1/jobs", json={"data": [ROW]}, headers=bearer(KEY_A)).status_code == 202
 

@@ -1,0 +1,202 @@
+"""The gateway's service layer for jobs: what the routes (thin views) ask for, in one place.
+
+`Jobs` owns submit, read, wait, result, cancel and errors for both kinds of job (JSON rows and
+CSV uploads) and dispatches on the kind itself, so no route names a Redis key or branches on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway import metrics
+from gateway.batcher import Batcher
+from gateway.csv_store import CsvStore
+from gateway.csv_upload import CsvUpload
+from gateway.events import JobEvents
+from gateway.publisher import Publisher
+from gateway.store import JobStore
+from gateway.validation import check_rows
+from shared import jobstore
+from shared.csvformat import parse_small
+from shared.errors import InvalidInput, JobConflict, QueueUnavailable
+from shared.registry import Registry
+from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
+from shared.settings import Settings
+from shared.tasks import PREDICT_BATCH
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CsvResult:
+    """A CSV job's predictions, as a `text/csv` byte stream."""
+
+    job_id: str
+    body: AsyncIterator[bytes]
+
+
+class Jobs:
+    """Every operation on jobs, on behalf of their owner (`owner` is an API key's id)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        redis: Redis,
+        events: JobEvents,
+        publisher: Publisher,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.events = events
+        self.publisher = publisher
+        self.store = JobStore(redis, settings.result_ttl)
+        self.chunks = CsvStore(redis, settings.result_ttl)
+        self.batcher = Batcher(
+            self.store,
+            self._publish_batch,
+            max_rows=settings.batch_max_rows,
+            max_wait=settings.batch_max_wait_ms / 1000,
+        )
+
+    async def submit(self, rows: list[list[float]], model: str, owner: str) -> JobAccepted:
+        """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
+        info = self.registry.resolve(model)
+        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        job_id = str(uuid.uuid4())
+        record = jobstore.new_record(
+            job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
+        )
+        # The version is pinned at submit: a model trained meanwhile does not change this job.
+        record["version"] = info.version
+        await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+        metrics.job_submitted(info.name, "json", len(rows))
+        extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
+        log.info("job submitted", extra={**extra, "rows": len(rows)})
+        return JobAccepted(
+            job_id=job_id,
+            status=JobStatus.QUEUED,
+            model=info.name,
+            n_rows=len(rows),
+            location=f"/v1/jobs/{job_id}",
+        )
+
+    async def submit_csv(
+        self,
+        content_type: str,
+        body: AsyncIterator[bytes],
+        owner: str,
+        query: Mapping[str, str],
+    ) -> JobAccepted:
+        """Stream a multipart CSV upload into chunks; `query` holds the options given as query
+        parameters (form fields sent before the file override them)."""
+        upload = CsvUpload(
+            self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
+        )
+        return await upload.run(content_type, body)
+
+    async def get(self, job_id: str, owner: str) -> JobView:
+        """The job's status, timestamps, model, row count, progress and error."""
+        return await self.store.get(job_id, owner)
+
+    async def wait(
+        self, job_id: str, owner: str, timeout: float
+    ) -> tuple[JobView, list[float] | None]:
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
+        with self.events.subscription(job_id) as finished:
+            while True:
+                view, predictions = await self.store.result(job_id, owner)
+                remaining = deadline - loop.time()
+                if view.status.finished or remaining <= 0:
+                    return view, predictions
+                # Re-read at least every second, in case an event was missed while reconnecting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
+                finished.clear()
+
+    async def result(
+        self, job_id: str, owner: str, wait: float = 0
+    ) -> JobResult | CsvResult | JobView:
+        """The predictions of a succeeded job (a `CsvResult` for a CSV job); the job's view while
+        it is not finished; `JobConflict` carrying its error once it failed or was cancelled."""
+        view, predictions = await self.wait(job_id, owner, wait)
+        if view.status is JobStatus.SUCCEEDED and view.kind == "csv":
+            chunks, id_column = await self.chunks.result_info(job_id)
+            return CsvResult(job_id, self.chunks.result_csv(job_id, chunks, id_column))
+        if view.status is JobStatus.SUCCEEDED and predictions is not None:
+            return JobResult(
+                job_id=job_id,
+                status=view.status,
+                model=view.model,
+                version=view.version,
+                data=predictions,
+            )
+        if view.status.finished:
+            reason = f": {view.error.message}" if view.error else ""
+            raise JobConflict(
+                f"job {job_id} {view.status.value}{reason}", job=view.model_dump(mode="json")
+            )
+        return view
+
+    async def cancel(self, job_id: str, owner: str) -> JobView:
+        """Cancel a queued or running job: it will not produce a result."""
+        previous = await self.store.cancel(job_id, owner)
+        if previous not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            raise JobConflict(
+                f"job {job_id} has already {previous}; nothing to cancel", job_status=previous
+            )
+        view = await self.store.get(job_id, owner)
+        if view.kind == "csv":  # its chunks will not be scored: free their data now
+            await self.chunks.purge(job_id)
+        return view
+
+    async def errors(self, job_id: str, owner: str) -> CsvErrors:
+        """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
+        view = await self.store.get(job_id, owner)
+        listed = await self.chunks.errors(job_id)
+        return CsvErrors(
+            job_id=job_id,
+            status=view.status,
+            rows_skipped=view.progress.rows_skipped if view.progress else 0,
+            errors=[LineError.model_validate(e) for e in listed],
+        )
+
+    async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:
+        """The article's synchronous façade: submit rows to the default model and wait (bounded)."""
+        timeout = self.settings.sync_timeout
+        accepted = await self.submit(rows, "default", owner)
+        view, predictions = await self.wait(accepted.job_id, owner, timeout)
+        if view.status is JobStatus.SUCCEEDED:
+            return predictions or []
+        if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
+            raise InvalidInput(view.error.message, job_id=accepted.job_id)
+        if view.status.finished:
+            raise JobConflict(f"job {accepted.job_id} {view.status.value}", job_id=accepted.job_id)
+        raise QueueUnavailable(
+            f"no result within {timeout:g} s; poll /v1/jobs/{accepted.job_id}/result",
+            job_id=accepted.job_id,
+        )
+
+    async def predict_csv_now(self, data: bytes, owner: str) -> list[float]:
+        """`predict_now` for a small CSV file held whole (header optional)."""
+        info = self.registry.resolve("default")
+        rows, _ = parse_small(data, info.feature_names, self.settings.max_rows_per_job)
+        return await self.predict_now(rows, owner)
+
+    async def close(self) -> None:
+        """Send what the batcher holds and wait for every send in flight."""
+        await self.batcher.close()
+
+    async def _publish_batch(self, message_id: str, message: dict[str, Any]) -> None:
+        summary = f"<{len(message['jobs'])} jobs>"
+        await self.publisher.send(PREDICT_BATCH, message_id, message, summary)

@@ -1,0 +1,58 @@
+"""The gateway's typed lifespan state: what the app opens at start and every request uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from gateway.backpressure import QueueDepth
+from gateway.events import JobEvents
+from gateway.jobs import Jobs
+from gateway.publisher import CeleryPublisher, Publisher
+from shared.celery_app import create_celery
+from shared.registry import Registry
+from shared.settings import Settings
+
+
+@dataclass
+class GatewayState:
+    """Settings, Redis, the registry and the jobs service of one gateway process."""
+
+    settings: Settings
+    redis: Redis
+    registry: Registry
+    events: JobEvents
+    jobs: Jobs
+    queue_depth: QueueDepth
+
+    @classmethod
+    def create(
+        cls, settings: Settings, redis: Redis | None = None, publisher: Publisher | None = None
+    ) -> GatewayState:
+        """Wire the parts; tests pass their own Redis and publisher."""
+        if redis is None:
+            redis = Redis.from_url(
+                settings.redis_url.get_secret_value(),
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+                health_check_interval=30,
+            )
+        if publisher is None:
+            publisher = CeleryPublisher(create_celery(settings))
+        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
+        events = JobEvents(redis)
+        jobs = Jobs(settings, registry, redis, events, publisher)
+        return cls(settings, redis, registry, events, jobs, QueueDepth(settings.max_queue_depth))
+
+    def start(self) -> None:
+        """Start listening for finished jobs (needs the running event loop)."""
+        self.events.start()
+
+    async def close(self) -> None:
+        """Send what is pending, stop listening, close the broker and Redis connections."""
+        await self.jobs.close()
+        await self.events.stop()
+        if isinstance(self.jobs.publisher, CeleryPublisher):
+            self.jobs.publisher.close()
+        await self.redis.aclose()
