@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from shared import csvjobs, jobstore
 from shared.chunks import Chunk
 from shared.errors import JobConflict
+from shared.tasks import ScoreChunkKwargs
 
 PURGE_BATCH = 500
 MAX_ERRORS_LISTED = 1000
@@ -31,7 +32,7 @@ class CsvStore:
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
 
-    async def store(self, job_id: str, chunk: Chunk, task_kwargs: dict[str, Any]) -> bool:
+    async def store(self, job_id: str, chunk: Chunk, task_kwargs: ScoreChunkKwargs) -> bool:
         """Store a chunk's bytes, and its task's arguments in the outbox, while the job is live;
         False once it ended (failed, cancelled)."""
         keys = [

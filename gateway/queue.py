@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -23,7 +22,7 @@ from shared.errors import QueueUnavailable
 from shared.registry import Registry
 from shared.schemas import JobAccepted, JobStatus, JobView
 from shared.settings import Settings
-from shared.tasks import PREDICT_BATCH, QUEUE
+from shared.tasks import PREDICT_BATCH, QUEUE, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
 # Fail fast when the broker is away: the client gets a 503 and retries, the gateway never hangs.
@@ -96,7 +95,7 @@ class JobQueue:
                     await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
                 finished.clear()
 
-    async def publish(self, message_id: str, kwargs: dict[str, Any]) -> None:
+    async def publish(self, message_id: str, kwargs: PredictBatchKwargs) -> None:
         """Send one batch message (kombu publishes synchronously: off the event loop)."""
         try:
             await run_in_threadpool(

@@ -15,10 +15,11 @@ delete them once and for all.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Final
+from typing import Final, cast
 
 from shared.csvformat import Layout
 from shared.jobstore import PREFIX, job_key
+from shared.tasks import LayoutDict, ScoreChunkKwargs
 
 ON_ERROR: Final = ("fail", "skip")
 PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
@@ -79,7 +80,7 @@ def chunk_keys(job_id: str, chunks: int) -> list[str]:
 
 def task_kwargs(
     job_id: str, index: int, first_line: int, rows: int, model: str, layout: Layout, on_error: str
-) -> dict[str, Any]:
+) -> ScoreChunkKwargs:
     """The JSON arguments of `mlqueue.score_chunk` (see `shared.tasks`)."""
     return {
         "job_id": job_id,
@@ -87,12 +88,12 @@ def task_kwargs(
         "first_line": first_line,
         "rows": rows,
         "model": model,
-        "layout": asdict(layout),
+        "layout": cast(LayoutDict, asdict(layout)),
         "on_error": on_error,
     }
 
 
-def layout_from(value: dict[str, Any]) -> Layout:
+def layout_from(value: LayoutDict) -> Layout:
     """A `Layout` back from its JSON form."""
     return Layout(**value)
 
