@@ -46,13 +46,18 @@ def failed(
     *,
     level: int = logging.WARNING,
     counted: bool = True,
+    reason: str = "",
 ) -> None:
     """The one report of a failure: a "<what> failed" line with its error type, and a count by
-    `model` and error type unless `counted` is False (its jobs are counted one by one)."""
-    # The error's message stays out: it may quote a cell of the offending row (README, Logs).
+    `model` and error type unless `counted` is False (its jobs are counted one by one).
+
+    A job's error message stays out of the line, as it may quote a cell of the offending row;
+    `reason` is for what the operator must act on (a model refused), and is never row data.
+    """
     if counted:
         metrics.observe_failure(model, error_type)
-    log.log(level, f"{what} failed", extra={**extra, "error_type": error_type})
+    event = f"{what} failed: {reason}" if reason else f"{what} failed"
+    log.log(level, event, extra={**extra, "error_type": error_type})
 
 
 def batch_started(job_ids: Iterable[str], model: str, sizes: Mapping[str, int]) -> None:

@@ -95,9 +95,13 @@ def _predict_batch(
             metrics.observe_predict(info.name, version, n_rows, seconds)
     except (ServiceError, SoftTimeLimitExceeded) as exc:
         # The model is missing or untrusted, or time ran out: every job not failed yet says so.
+        # Its jobs are counted one by one (`observe.batch_ended`); the line says why, once.
         failure = classify(exc)
         extra = {"model": model, "jobs": len(live)}
-        observe.failed("batch", failure.type, model, extra, level=logging.ERROR, counted=False)
+        observe.failed(
+            "batch", failure.type, model, extra,
+            level=logging.ERROR, counted=False, reason=failure.message,
+        )  # fmt: skip
         failed.update((job_id, failure.stored) for job_id in live if job_id not in failed)
         return version, {}
     return version, succeeded
