@@ -31,32 +31,14 @@ def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
     """Score chunk `index` of job `job_id`, as `message` (`shared.tasks`) says."""
     job_id, index = message["job_id"], message["index"]
     chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl)
-    status = chunks.begin(job_id, index)
-    data = chunks.data(job_id, index) if status == "running" else None
+    data, status = _claim(chunks, job_id, index)
     if data is None:
-        if status == "running":
-            # Scored meanwhile by a twin delivery, or cancelled: ask again before calling it lost.
-            status = chunks.begin(job_id, index)
-            if status == "running":
-                chunks.fail(job_id, "ChunkLost", f"chunk {index}: its data expired", [])
-                return "failed"
-        log.info("chunk skipped", extra={"job_id": job_id, "chunk": index, "status": status})
         return status
     started = time.perf_counter()
     try:
         status = _score(rt, chunks, data, message)
     except Exception as exc:
-        failure = classify(exc, context=f"chunk {index}")
-        if failure.retryable:
-            raise  # `worker.requeue` hands the message back; scoring a chunk again is safe
-        bad_lines = exc.details.get("errors", []) if isinstance(exc, InvalidInput) else None
-        chunks.fail(job_id, *failure.stored, bad_lines or [])
-        if bad_lines is None:
-            reraise(exc, failure)
-        # The file's fault, not the worker's: the job failed cleanly and the task succeeds.
-        extra = {"job_id": job_id, "chunk": index}
-        observe.failed("chunk", failure.type, message["model"], extra, counted=False)
-        return "failed"
+        return _failed(chunks, exc, message)
     log.info(
         "chunk scored",
         extra={
@@ -68,6 +50,37 @@ def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
         },
     )
     return status
+
+
+def _claim(chunks: ChunkRecorder, job_id: str, index: int) -> tuple[bytes | None, str]:
+    """The chunk's data once begun, or None and the status that says why it is not scored."""
+    status = chunks.begin(job_id, index)
+    data = chunks.data(job_id, index) if status == "running" else None
+    if data is None:
+        if status == "running":
+            # Scored meanwhile by a twin delivery, or cancelled: ask again before calling it lost.
+            status = chunks.begin(job_id, index)
+            if status == "running":
+                chunks.fail(job_id, "ChunkLost", f"chunk {index}: its data expired", [])
+                return None, "failed"
+        log.info("chunk skipped", extra={"job_id": job_id, "chunk": index, "status": status})
+    return data, status
+
+
+def _failed(chunks: ChunkRecorder, exc: Exception, message: ScoreChunkKwargs) -> str:
+    """Fail the chunk's job for `exc`; "failed" for bad lines, else the task raises."""
+    job_id, index = message["job_id"], message["index"]
+    failure = classify(exc, context=f"chunk {index}")
+    if failure.retryable:
+        raise exc  # `worker.requeue` hands the message back; scoring a chunk again is safe
+    bad_lines = exc.details.get("errors", []) if isinstance(exc, InvalidInput) else None
+    chunks.fail(job_id, *failure.stored, bad_lines or [])
+    if bad_lines is None:
+        reraise(exc, failure)
+    # The file's fault, not the worker's: the job failed cleanly and the task succeeds.
+    extra = {"job_id": job_id, "chunk": index}
+    observe.failed("chunk", failure.type, message["model"], extra, counted=False)
+    return "failed"
 
 
 def _score(rt: Runtime, chunks: ChunkRecorder, data: bytes, message: ScoreChunkKwargs) -> str:
