@@ -15,21 +15,21 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from gateway.store import JobStore
+from shared.tasks import BatchJob, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
-Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+Publish = Callable[[str, PredictBatchKwargs], Awaitable[None]]
 
 
 @dataclass
 class _Batch:
     model: str
     records: list[dict[str, str]] = field(default_factory=list)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[BatchJob] = field(default_factory=list)
     rows: int = 0
     sent: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()

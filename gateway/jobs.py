@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -30,7 +29,7 @@ from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
 from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
 from shared.settings import Settings
-from shared.tasks import PREDICT_BATCH
+from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +196,6 @@ class Jobs:
         """Send what the batcher holds and wait for every send in flight."""
         await self.batcher.close()
 
-    async def _publish_batch(self, message_id: str, message: dict[str, Any]) -> None:
+    async def _publish_batch(self, message_id: str, message: PredictBatchKwargs) -> None:
         summary = f"<{len(message['jobs'])} jobs>"
         await self.publisher.send(PREDICT_BATCH, message_id, message, summary)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Final, Literal, cast
+from typing import Final, Literal, cast
 
 from shared.csvformat import Layout
 from shared.jobstore import EVENTS, PREFIX, job_key
 from shared.redisio import Arg, ScriptCall, text
 from shared.schemas import JobStatus
+from shared.tasks import LayoutDict, ScoreChunkKwargs
 
 ON_ERROR: Final = ("fail", "skip")
 PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
@@ -91,7 +92,7 @@ def purge_batches(job_id: str, chunks_sent: int) -> Iterator[list[str]]:
 
 def task_kwargs(
     job_id: str, index: int, first_line: int, rows: int, model: str, layout: Layout, on_error: str
-) -> dict[str, Any]:
+) -> ScoreChunkKwargs:
     """The JSON arguments of `mlqueue.score_chunk` (see `shared.tasks`)."""
     return {
         "job_id": job_id,
@@ -99,12 +100,12 @@ def task_kwargs(
         "first_line": first_line,
         "rows": rows,
         "model": model,
-        "layout": asdict(layout),
+        "layout": cast(LayoutDict, asdict(layout)),
         "on_error": on_error,
     }
 
 
-def layout_from(value: dict[str, Any]) -> Layout:
+def layout_from(value: LayoutDict) -> Layout:
     """A `Layout` back from its JSON form."""
     return Layout(**value)
 

@@ -1,20 +1,70 @@
 """The public Celery task contract. Names here are stable: other services enqueue by them.
 
 `mlqueue.predict` (queue `mlqueue`, public)
-    kwargs: `rows: list[list[float]]`, `model: str = "default"`
+    kwargs: `PredictKwargs`: `rows: list[list[float]]`, `model: str = "default"`
     returns: `{"predictions": [float, ...], "model": "<name>", "version": "<v>"}`
     fails with `InvalidInput` (bad rows), `ModelNotFound` or `ModelError`.
 
+`mlqueue.predict_batch` (queue `mlqueue`; internal: sent by the gateway's micro-batcher)
+    kwargs: `PredictBatchKwargs`: several gateway jobs in one message, `model="name:version"`;
+    each job keeps its own record, result and error in the job store.
+
 `mlqueue.score_chunk` (queue `mlqueue`; internal: sent by the gateway for bulk CSV jobs)
-    kwargs: `job_id`, `index`, `first_line`, `rows`, `model` ("name:version"), `layout`, `on_error`
-    (see `shared.csvjobs.task_kwargs`); the chunk's bytes travel by reference, in Redis.
+    kwargs: `ScoreChunkKwargs` (built by `shared.csvjobs.task_kwargs`); the chunk's bytes
+    travel by reference, in Redis.
+
+The `TypedDict`s below are the messages' kwargs: the gateway that builds them and the worker
+that reads them share these definitions, and a service that enqueues `mlqueue.predict` directly
+can import `PredictKwargs` (this module needs nothing beyond the standard library). They are
+static types only: the worker still validates what it receives, since anyone may send a task.
 """
 
-from typing import Final
+from typing import Final, NotRequired, TypedDict
 
 QUEUE: Final = "mlqueue"
 PREDICT: Final = "mlqueue.predict"
-# Internal: several gateway jobs in one message, `jobs=[{"id": str, "rows": [[...]]}, ...]`,
-# `model="name:version"`; each job keeps its own record, result and error in the job store.
 PREDICT_BATCH: Final = "mlqueue.predict_batch"
 SCORE_CHUNK: Final = "mlqueue.score_chunk"
+
+
+class PredictKwargs(TypedDict):
+    """The kwargs of `mlqueue.predict`."""
+
+    rows: list[list[float]]
+    model: NotRequired[str]  # "name" or "name:version"; "default" when left out
+
+
+class BatchJob(TypedDict):
+    """One gateway job inside a `mlqueue.predict_batch` message."""
+
+    id: str
+    rows: list[list[float]]
+
+
+class PredictBatchKwargs(TypedDict):
+    """The kwargs of `mlqueue.predict_batch`."""
+
+    jobs: list[BatchJob]
+    model: str  # "name:version", resolved by the gateway
+
+
+class LayoutDict(TypedDict):
+    """`shared.csvformat.Layout` as JSON: where each feature (and the id) sits in a line."""
+
+    feature_columns: list[int]
+    id_column: int | None
+    width: int
+    has_header: bool
+    names: list[str]
+
+
+class ScoreChunkKwargs(TypedDict):
+    """The kwargs of `mlqueue.score_chunk`: chunk `index` of CSV job `job_id`."""
+
+    job_id: str
+    index: int
+    first_line: int  # the file's line number of the chunk's first line, for error messages
+    rows: int
+    model: str  # "name:version", resolved by the gateway
+    layout: LayoutDict
+    on_error: str  # "fail" or "skip" (`shared.csvjobs.ON_ERROR`)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import signals
@@ -63,7 +64,7 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     metrics.serve(settings)
 
 
-def _resend(task: str, message_id: str, kwargs: dict[str, Any]) -> None:
+def _resend(task: str, message_id: str, kwargs: Mapping[str, Any]) -> None:
     # No repr of rows in the message headers (CPU, and row data in monitoring tools).
     app.send_task(
         task,

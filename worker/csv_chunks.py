@@ -9,28 +9,52 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 import orjson
-from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import csvjobs
 from shared.csvformat import MAX_REPORTED, describe
 from shared.csvjobs import ChunkOutcome
-from shared.errors import InvalidInput, ServiceError
-from worker import metrics
+from shared.errors import InvalidInput
+from shared.tasks import ScoreChunkKwargs
+from worker import metrics, observe
 from worker.chunk_store import ChunkRecorder
 from worker.csv_parse import parse_chunk
-from worker.predict import PredictionFailed
+from worker.failures import PredictionFailed, classify, reraise
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def score_chunk(rt: Runtime, job_id: str, index: int, **kwargs: Any) -> str:
-    """Score chunk `index` of job `job_id` (kwargs as in `shared.csvjobs.task_kwargs`)."""
+def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
+    """Score chunk `index` of job `job_id`, as `message` (`shared.tasks`) says."""
+    job_id, index = message["job_id"], message["index"]
     chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl)
+    data, status = _claim(chunks, job_id, index)
+    if data is None:
+        return status
+    started = time.perf_counter()
+    try:
+        status = _score(rt, chunks, data, message)
+    except Exception as exc:
+        return _failed(chunks, exc, message)
+    log.info(
+        "chunk scored",
+        extra={
+            "job_id": job_id,
+            "chunk": index,
+            "rows": message["rows"],
+            "status": status,
+            "duration_ms": round(1000 * (time.perf_counter() - started), 2),
+        },
+    )
+    return status
+
+
+def _claim(chunks: ChunkRecorder, job_id: str, index: int) -> tuple[bytes | None, str]:
+    """The chunk's data once begun, or None and the status that says why it is not scored."""
     status = chunks.begin(job_id, index)
     data = chunks.data(job_id, index) if status == "running" else None
     if data is None:
@@ -39,55 +63,35 @@ def score_chunk(rt: Runtime, job_id: str, index: int, **kwargs: Any) -> str:
             status = chunks.begin(job_id, index)
             if status == "running":
                 chunks.fail(job_id, "ChunkLost", f"chunk {index}: its data expired", [])
-                return "failed"
+                return None, "failed"
         log.info("chunk skipped", extra={"job_id": job_id, "chunk": index, "status": status})
-        return status
-    started = time.perf_counter()
-    try:
-        status = _score(rt, chunks, job_id, index, data, **kwargs)
-    except InvalidInput as exc:
-        chunks.fail(job_id, "InvalidInput", exc.message, exc.details.get("errors", []))
-        log.warning("chunk failed", extra={"job_id": job_id, "chunk": index, "error": exc.message})
-        return "failed"
-    except ServiceError as exc:
-        chunks.fail(job_id, type(exc).__name__, exc.message, [])
-        raise
-    except SoftTimeLimitExceeded:
-        chunks.fail(job_id, "TimeLimitExceeded", f"chunk {index} exceeded its time limit", [])
-        raise
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        chunks.fail(job_id, PredictionFailed.__name__, message, [])
-        raise PredictionFailed(message) from exc
-    log.info(
-        "chunk scored",
-        extra={
-            "job_id": job_id,
-            "chunk": index,
-            "rows": kwargs.get("rows"),
-            "status": status,
-            "duration_ms": round(1000 * (time.perf_counter() - started), 2),
-        },
-    )
-    return status
+    return data, status
+
+
+def _failed(chunks: ChunkRecorder, exc: Exception, message: ScoreChunkKwargs) -> str:
+    """Fail the chunk's job for `exc`; "failed" for bad lines, else the task raises."""
+    job_id, index = message["job_id"], message["index"]
+    failure = classify(exc, context=f"chunk {index}")
+    if failure.retryable:
+        raise exc  # `worker.requeue` hands the message back; scoring a chunk again is safe
+    bad_lines = exc.details.get("errors", []) if isinstance(exc, InvalidInput) else None
+    chunks.fail(job_id, *failure.stored, bad_lines or [])
+    if bad_lines is None:
+        reraise(exc, failure)
+    # The file's fault, not the worker's: the job failed cleanly and the task succeeds.
+    extra = {"job_id": job_id, "chunk": index}
+    observe.failed("chunk", failure.type, message["model"], extra, counted=False)
+    return "failed"
 
 
 def _score(
-    rt: Runtime,
-    chunks: ChunkRecorder,
-    job_id: str,
-    index: int,
-    data: bytes,
-    *,
-    first_line: int,
-    rows: int,
-    model: str,
-    layout: dict[str, Any],
-    on_error: str,
+    rt: Runtime, chunks: ChunkRecorder, data: bytes, message: ScoreChunkKwargs
 ) -> ChunkOutcome:
-    info, loaded = rt.models.get(model)
-    parsed = parse_chunk(data, first_line, csvjobs.layout_from(layout), rows)
-    if parsed.errors and on_error != "skip":
+    job_id, index, rows = message["job_id"], message["index"], message["rows"]
+    info, loaded = rt.models.get(message["model"])
+    layout = csvjobs.layout_from(message["layout"])
+    parsed = parse_chunk(data, message["first_line"], layout, rows)
+    if parsed.errors and message["on_error"] != "skip":
         raise InvalidInput(describe(parsed.errors), errors=parsed.errors[:MAX_REPORTED])
     predict_started = time.perf_counter()
     predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)

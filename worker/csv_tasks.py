@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Unpack
 
-from shared.tasks import SCORE_CHUNK
+from shared.tasks import SCORE_CHUNK, ScoreChunkKwargs
 from worker.celery_app import app
 from worker.csv_chunks import score_chunk
 from worker.requeue import requeue_if_redis_is_away
@@ -15,7 +15,7 @@ from worker.runtime import runtime
 # (scoring is idempotent per chunk), rather than leaving the job waiting for a chunk that never
 # lands; a Celery retry would need the broker that just went away.
 @app.task(name=SCORE_CHUNK, ignore_result=True)
-def score(job_id: str, index: int, **kwargs: Any) -> str:
+def score(**message: Unpack[ScoreChunkKwargs]) -> str:
     """Score one stored chunk of a CSV job (see `shared.tasks`)."""
     with requeue_if_redis_is_away():
-        return score_chunk(runtime(), job_id, index, **kwargs)
+        return score_chunk(runtime(), **message)

@@ -17,9 +17,8 @@ from celery import signals
 from celery._state import get_current_task
 
 from shared.tasks import PREDICT, PREDICT_BATCH, SCORE_CHUNK
-from worker import metrics, observe
+from worker import observe
 
-log = logging.getLogger(__name__)
 _started: dict[str, float] = {}
 # Model names of failed jobs come from the message, which anyone may send: keep labels bounded.
 _UNTRUSTED_MODEL_ERRORS = {"ModelNotFound", "InvalidInput"}
@@ -41,13 +40,7 @@ def _task_ended(
         return
     seconds = time.perf_counter() - started
     if task.name == PREDICT_BATCH and state == "FAILURE":
-        error_type = type(retval).__name__
-        model = str(kwargs.get("model", "")).partition(":")[0]
-        metrics.observe_failure(model, error_type)
-        jobs = kwargs.get("jobs")
-        n_jobs = len(jobs) if isinstance(jobs, list) else 0
-        extra = {"model": model, "jobs": n_jobs, "error_type": error_type}
-        log.error("batch failed", extra={**extra, "duration_ms": round(1000 * seconds, 2)})
+        _batch_failed(kwargs, type(retval).__name__, seconds)
     if task.name == SCORE_CHUNK:
         _chunk_ended(kwargs, retval, state)
     if task.name != PREDICT:
@@ -59,6 +52,15 @@ def _task_ended(
     error_type = type(retval).__name__
     model, version = failed_labels(str(kwargs.get("model", "default")), error_type)
     observe.job_ended(task_id, model, version, _rows(kwargs), seconds, error_type)
+
+
+def _batch_failed(kwargs: dict[str, Any], error_type: str, seconds: float) -> None:
+    # The message failed as a whole (its jobs were not counted one by one): count it once.
+    model = str(kwargs.get("model", "")).partition(":")[0]
+    jobs = kwargs.get("jobs")
+    n_jobs = len(jobs) if isinstance(jobs, list) else 0
+    extra = {"model": model, "jobs": n_jobs, "duration_ms": round(1000 * seconds, 2)}
+    observe.failed("batch", error_type, model, extra, level=logging.ERROR)
 
 
 def _chunk_ended(kwargs: dict[str, Any], retval: Any, state: str) -> None:

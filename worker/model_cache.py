@@ -24,7 +24,6 @@ class ModelCache:
         self.registry = registry
         self._loader = loader
         self._models: dict[tuple[str, str], Model] = {}
-        self.loads = 0
 
     def get(self, spec: str) -> tuple[ModelInfo, Model]:
         """The manifest and loaded model for `spec`; a newly trained version is picked up."""
@@ -41,7 +40,6 @@ class ModelCache:
         model = self._loader(path)
         seconds = time.perf_counter() - started
         metrics.observe_model_load(info.name, info.version, seconds)
-        self.loads += 1
         log.info(
             "model loaded",
             extra={

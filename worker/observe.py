@@ -24,7 +24,7 @@ def job_ended(
 ) -> None:
     """A job succeeded (no `error_type`) or failed with `error_type`."""
     outcome = "failed" if error_type else "succeeded"
-    metrics.observe_job(model, version, outcome, n_rows, seconds, error_type)
+    metrics.observe_job(model, version, outcome, n_rows, seconds)
     extra: dict[str, object] = {
         "job_id": job_id,
         "model": model,
@@ -33,9 +33,31 @@ def job_ended(
         "duration_ms": round(1000 * seconds, 2),
     }
     if error_type:
-        log.warning("job failed", extra={**extra, "error_type": error_type})
+        failed("job", error_type, model, extra)
     else:
         log.info("job succeeded", extra=extra)
+
+
+def failed(
+    what: str,
+    error_type: str,
+    model: str,
+    extra: Mapping[str, object],
+    *,
+    level: int = logging.WARNING,
+    counted: bool = True,
+    reason: str = "",
+) -> None:
+    """The one report of a failure: a "<what> failed" line with its error type, and a count by
+    `model` and error type unless `counted` is False (its jobs are counted one by one).
+
+    A job's error message stays out of the line, as it may quote a cell of the offending row;
+    `reason` is for what the operator must act on (a model refused), and is never row data.
+    """
+    if counted:
+        metrics.observe_failure(model, error_type)
+    event = f"{what} failed: {reason}" if reason else f"{what} failed"
+    log.log(level, event, extra={**extra, "error_type": error_type})
 
 
 def batch_started(job_ids: Iterable[str], model: str, sizes: Mapping[str, int]) -> None:
@@ -49,14 +71,14 @@ def batch_ended(
     version: str,
     sizes: Mapping[str, int],
     succeeded: Iterable[str],
-    failed: Mapping[str, tuple[str, str]],
+    failures: Mapping[str, tuple[str, str]],
     seconds: float,
 ) -> None:
-    """Every live job of one micro-batch ended: `failed` maps job id to (error type, message)."""
+    """Every live job of one micro-batch ended: `failures` maps job id to (error type, message)."""
     name = model.partition(":")[0]
     for job_id in succeeded:
         job_ended(job_id, name, version, sizes.get(job_id, 0), seconds)
-    for job_id, (error_type, _message) in failed.items():
+    for job_id, (error_type, _message) in failures.items():
         job_ended(job_id, name, version, sizes.get(job_id, 0), seconds, error_type)
 
 
@@ -66,14 +88,13 @@ def chunk_ended(
     """A chunk of a CSV job was scored (`status`: the job's, "succeeded" after its last chunk),
     or failed the job with `error_type`."""
     name, _sep, version = model.partition(":")
-    failed = bool(error_type) or status == "failed"
-    metrics.observe_rows(name, version, "failed" if failed else "succeeded", n_rows)
-    if not failed and status != "succeeded":
+    ended_badly = bool(error_type) or status == "failed"
+    metrics.observe_rows(name, version, "failed" if ended_badly else "succeeded", n_rows)
+    if not ended_badly and status != "succeeded":
         return
-    error_type = error_type or ("InvalidInput" if failed else "")
-    metrics.observe_job(name, version, "failed" if failed else "succeeded", 0, None, error_type)
+    metrics.observe_job(name, version, "failed" if ended_badly else "succeeded", 0, None)
     extra = {"job_id": job_id, "model": name, "version": version or None, "chunk": index}
-    if failed:
-        log.warning("job failed", extra={**extra, "error_type": error_type})
+    if ended_badly:
+        failed("job", error_type or "InvalidInput", name, extra)
     else:
         log.info("job succeeded", extra=extra)

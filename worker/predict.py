@@ -1,4 +1,5 @@
-"""The body of `mlqueue.predict`, free of Celery so that it can be called and tested directly."""
+"""The bodies of `mlqueue.predict` and `mlqueue.predict_batch`, free of Celery so that they can be
+called and tested directly."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.errors import InvalidInput, JobConflict, ServiceError
 from shared.model import Model
+from shared.tasks import BatchJob
 from worker import metrics, observe
+from worker.failures import classify, reraise
 from worker.inference import Matrix, predict_rows, to_matrix
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class PredictionFailed(ServiceError):
-    """Raised when the model itself raised on valid rows."""
+Failures = dict[str, tuple[str, str]]  # job id -> (error type, message)
 
 
 def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
@@ -34,19 +34,13 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         predictions = predict_rows(loaded, rows)
         seconds = time.perf_counter() - predict_started
         metrics.observe_predict(info.name, info.version, n_rows, seconds)
-    except ServiceError as exc:
-        rt.jobs.fail(job_id, type(exc).__name__, exc.message)
-        raise
-    except SoftTimeLimitExceeded:
-        rt.jobs.fail(job_id, "TimeLimitExceeded", "the prediction exceeded its time limit")
-        raise
     except Exception as exc:
-        # The model raised on rows that passed validation: fail this job, keep serving others.
-        message = f"{type(exc).__name__}: {exc}"
-        rt.jobs.fail(job_id, PredictionFailed.__name__, message)
-        raise PredictionFailed(message) from exc
+        failure = classify(exc)
+        if not failure.retryable:
+            rt.jobs.fail(job_id, *failure.stored)
+        reraise(exc, failure)
     rt.jobs.succeed(job_id, info.version, predictions)
-    # "job started" and "job succeeded" are logged by worker.job_events around the task.
+    # "job started" and "job succeeded"/"job failed" are logged by worker.job_events.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
 
@@ -58,7 +52,7 @@ def _already_ended(rt: Runtime, job_id: str, status: str, model: str) -> dict[st
     raise JobConflict(f"job {job_id} is {status}" + (f": {error}" if error else ""))
 
 
-def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, int]:
+def run_batch(rt: Runtime, jobs: list[BatchJob], model: str) -> dict[str, int]:
     """Predict several gateway jobs with one model call; each job succeeds or fails on its own.
 
     Jobs already finished or cancelled (a redelivery, a cancel) are skipped. Results are stored
@@ -69,31 +63,8 @@ def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, 
     statuses = rt.jobs.start_many(sizes, model)
     live = {str(j["id"]): j["rows"] for j, s in zip(jobs, statuses, strict=True) if s == "running"}
     observe.batch_started(live, model, dict(sizes))
-    failed: dict[str, tuple[str, str]] = {}
-    succeeded: dict[str, list[float]] = {}
-    version = ""
-    try:
-        info, loaded = rt.models.get(model)
-        version = info.version
-        matrices = {}
-        for job_id, rows in live.items():
-            try:
-                matrices[job_id] = to_matrix(rows, loaded.n_features)
-            except InvalidInput as exc:
-                failed[job_id] = (type(exc).__name__, exc.message)
-        predict_started = time.perf_counter()
-        succeeded = _predict_together(loaded, matrices, failed)
-        if matrices:
-            n_rows = sum(len(m) for m in matrices.values())
-            seconds = time.perf_counter() - predict_started
-            metrics.observe_predict(info.name, version, n_rows, seconds)
-    except ServiceError as exc:  # the model itself is missing or untrusted: every job says so
-        log.error("batch failed: %s", exc.message, extra={"model": model, "jobs": len(live)})
-        failed.update((job_id, (type(exc).__name__, exc.message)) for job_id in live)
-    except SoftTimeLimitExceeded:
-        message = "the prediction exceeded its time limit"
-        failed.update((j, ("TimeLimitExceeded", message)) for j in live if j not in failed)
-        succeeded = {}
+    failed: Failures = {}
+    version, succeeded = _predict_batch(rt, live, model, failed)
     rt.jobs.finish_many(version, succeeded, failed)
     observe.batch_ended(
         model, version, dict(sizes), succeeded, failed, time.perf_counter() - started
@@ -107,8 +78,48 @@ def run_batch(rt: Runtime, jobs: list[dict[str, Any]], model: str) -> dict[str, 
     return {"jobs": len(jobs), "succeeded": len(succeeded), "failed": len(failed)}
 
 
+def _predict_batch(
+    rt: Runtime, live: dict[str, Any], model: str, failed: Failures
+) -> tuple[str, dict[str, list[float]]]:
+    """(model version, predictions per job) of the live jobs; the others land in `failed`."""
+    version = ""
+    try:
+        info, loaded = rt.models.get(model)
+        version = info.version
+        matrices = _matrices(live, loaded.n_features, failed)
+        predict_started = time.perf_counter()
+        succeeded = _predict_together(loaded, matrices, failed)
+        if matrices:
+            n_rows = sum(len(m) for m in matrices.values())
+            seconds = time.perf_counter() - predict_started
+            metrics.observe_predict(info.name, version, n_rows, seconds)
+    except (ServiceError, SoftTimeLimitExceeded) as exc:
+        # The model is missing or untrusted, or time ran out: every job not failed yet says so.
+        # Its jobs are counted one by one (`observe.batch_ended`); the line says why, once.
+        failure = classify(exc)
+        extra = {"model": model, "jobs": len(live)}
+        observe.failed(
+            "batch", failure.type, model, extra,
+            level=logging.ERROR, counted=False, reason=failure.message,
+        )  # fmt: skip
+        failed.update((job_id, failure.stored) for job_id in live if job_id not in failed)
+        return version, {}
+    return version, succeeded
+
+
+def _matrices(live: dict[str, Any], n_features: int, failed: Failures) -> dict[str, Matrix]:
+    """Each live job's rows as a matrix; a job with bad rows fails alone."""
+    matrices = {}
+    for job_id, rows in live.items():
+        try:
+            matrices[job_id] = to_matrix(rows, n_features)
+        except InvalidInput as exc:
+            failed[job_id] = classify(exc).stored
+    return matrices
+
+
 def _predict_together(
-    model: Model, matrices: dict[str, Matrix], failed: dict[str, tuple[str, str]]
+    model: Model, matrices: dict[str, Matrix], failed: Failures
 ) -> dict[str, list[float]]:
     """Predict all jobs' rows in one call and split the predictions back per job."""
     if not matrices:
@@ -126,7 +137,7 @@ def _predict_together(
 
 
 def _predict_alone(
-    model: Model, matrices: dict[str, Matrix], failed: dict[str, tuple[str, str]]
+    model: Model, matrices: dict[str, Matrix], failed: Failures
 ) -> dict[str, list[float]]:
     succeeded = {}
     for job_id, matrix in matrices.items():
@@ -135,5 +146,5 @@ def _predict_alone(
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
-            failed[job_id] = (PredictionFailed.__name__, f"{type(exc).__name__}: {exc}")
+            failed[job_id] = classify(exc).stored
     return succeeded

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -25,13 +25,20 @@ from redis import Redis
 
 from shared import csvjobs, jobstore
 from shared.redisio import text
-from shared.tasks import PREDICT_BATCH, QUEUE, SCORE_CHUNK
+from shared.tasks import (
+    PREDICT_BATCH,
+    QUEUE,
+    SCORE_CHUNK,
+    BatchJob,
+    PredictBatchKwargs,
+    ScoreChunkKwargs,
+)
 
 log = logging.getLogger(__name__)
 LOCK = f"{jobstore.PREFIX}:resend-lock"
 MAX_PER_SWEEP = 500
 
-Send = Callable[[str, str, dict[str, Any]], None]  # task name, message id, kwargs
+Send = Callable[[str, str, Mapping[str, Any]], None]  # task name, message id, kwargs
 
 
 class Resender:
@@ -57,7 +64,7 @@ class Resender:
         return resent
 
     def _jobs(self, cutoff: float) -> int:
-        batches: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        batches: defaultdict[str, list[BatchJob]] = defaultdict(list)
         for job_id in self._stale(jobstore.PENDING, cutoff):
             status, spec, rows = self.redis.hmget(
                 jobstore.job_key(job_id), ["status", "spec", "rows"]
@@ -67,7 +74,8 @@ class Resender:
                 continue
             batches[text(spec)].append({"id": job_id, "rows": orjson.loads(rows)})
         for spec, jobs in batches.items():
-            self.send(PREDICT_BATCH, str(uuid.uuid4()), {"jobs": jobs, "model": spec})
+            message: PredictBatchKwargs = {"jobs": jobs, "model": spec}
+            self.send(PREDICT_BATCH, str(uuid.uuid4()), message)
             self.redis.zadd(jobstore.PENDING, {job["id"]: time.time() for job in jobs})
         return sum(len(jobs) for jobs in batches.values())
 
@@ -80,7 +88,8 @@ class Resender:
             if status not in (b"queued", b"running") or not kwargs:
                 self.redis.zrem(csvjobs.PENDING_CHUNKS, member)  # begun, ended or expired
                 continue
-            self.send(SCORE_CHUNK, f"{job_id}.{index}", orjson.loads(kwargs))
+            message: ScoreChunkKwargs = orjson.loads(kwargs)  # as the gateway stored it
+            self.send(SCORE_CHUNK, f"{job_id}.{index}", message)
             self.redis.zadd(csvjobs.PENDING_CHUNKS, {member: time.time()})
             resent += 1
         return resent

@@ -70,9 +70,3 @@ def init_process(settings: Settings | None = None) -> Runtime:
 def runtime() -> Runtime:
     """This process's runtime, created on first use if no signal did it."""
     return _runtime or init_process()
-
-
-def set_runtime(value: Runtime | None) -> None:
-    """Install a runtime (tests) or drop it."""
-    global _runtime
-    _runtime = value

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Task
 
-from shared.tasks import PREDICT, PREDICT_BATCH
+from shared.tasks import PREDICT, PREDICT_BATCH, BatchJob
 from worker.celery_app import app
 from worker.predict import run_batch, run_job
 from worker.requeue import requeue_if_redis_is_away
@@ -15,14 +15,14 @@ from worker.runtime import runtime
 
 @app.task(name=PREDICT, bind=True)
 def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict[str, Any]:
-    """The public `mlqueue.predict` task (see `shared.tasks`)."""
+    """The public `mlqueue.predict` task (kwargs: `shared.tasks.PredictKwargs`)."""
     with requeue_if_redis_is_away():
         return run_job(runtime(), self.request.id, rows, model)
 
 
 # The batch's own result is not needed (each job's outcome is in the job store): skip storing it.
 @app.task(name=PREDICT_BATCH, ignore_result=True)
-def predict_batch(jobs: list[dict[str, Any]], model: str) -> dict[str, int]:
-    """Several gateway jobs in one message (see `shared.tasks.PREDICT_BATCH`)."""
+def predict_batch(jobs: list[BatchJob], model: str) -> dict[str, int]:
+    """Several gateway jobs in one message (`shared.tasks.PredictBatchKwargs`)."""
     with requeue_if_redis_is_away():
         return run_batch(runtime(), jobs, model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,18 @@ class MockModel:
         return cls()
 
 
+class CountingLoader:
+    """A model loader that counts its calls: how often a model was really loaded, not cached."""
+
+    def __init__(self, load: Callable[[Path], Any]) -> None:
+        self.load = load
+        self.calls = 0
+
+    def __call__(self, path: Path) -> Any:
+        self.calls += 1
+        return self.load(path)
+
+
 class FakePublisher:
     """Stands in for the broker: records each message, and runs it at once when `run` is on."""
 
@@ -80,15 +92,16 @@ def server() -> fakeredis.FakeServer:
 
 
 @pytest.fixture
-def runtime(settings: Settings, server: fakeredis.FakeServer) -> Runtime:
-    """A worker runtime on fakeredis whose models all load as `MockModel`."""
+def loader() -> CountingLoader:
+    return CountingLoader(MockModel.load)
+
+
+@pytest.fixture
+def runtime(settings: Settings, server: fakeredis.FakeServer, loader: CountingLoader) -> Runtime:
+    """A worker runtime on fakeredis whose models all load as `MockModel` (counted by `loader`)."""
     redis = fakeredis.FakeRedis(server=server)
     registry = Registry(settings.model_dir, settings.default_model)
-    return Runtime(
-        settings,
-        JobRecorder(redis, settings.result_ttl),
-        ModelCache(registry, loader=MockModel.load),
-    )
+    return Runtime(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
 
 
 @pytest.fixture

@@ -14,10 +14,12 @@ from shared import jobstore
 from shared.errors import InvalidInput, JobConflict, ModelError, ModelNotFound
 from shared.registry import Registry
 from shared.schemas import ModelInfo
+from tests.unit.conftest import CountingLoader
+from worker.failures import PredictionFailed
 from worker.inference import to_matrix
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
-from worker.predict import PredictionFailed, run_job
+from worker.predict import run_job
 from worker.runtime import Runtime
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo
@@ -56,14 +58,18 @@ def test_worker_validation_reports_the_first_five_bad_rows() -> None:
     ]
 
 
-def test_many_jobs_in_one_process_load_the_model_once(runtime: Runtime) -> None:
+def test_many_jobs_in_one_process_load_the_model_once(
+    runtime: Runtime, loader: CountingLoader
+) -> None:
     for i in range(25):
         result = run_job(runtime, f"job-{i}", [ROW] * (i + 1), "default")
         assert result["predictions"] == [5.0] * (i + 1)
-    assert runtime.models.loads == 1
+    assert loader.calls == 1
 
 
-def test_a_new_version_is_loaded_once_too(runtime: Runtime, tmp_path: Path) -> None:
+def test_a_new_version_is_loaded_once_too(
+    runtime: Runtime, loader: CountingLoader, tmp_path: Path
+) -> None:
     root = tmp_path / "models"
     shutil.copytree(runtime.models.registry.root, root)
     runtime.models.registry = Registry(root, "demo")
@@ -71,7 +77,7 @@ def test_a_new_version_is_loaded_once_too(runtime: Runtime, tmp_path: Path) -> N
     train_demo(runtime.models.registry, "demo")
     assert run_job(runtime, "b", [ROW], "default")["version"] == "2"
     assert run_job(runtime, "c", [ROW], "demo:1")["version"] == "1"
-    assert runtime.models.loads == 2
+    assert loader.calls == 2
 
 
 def test_a_direct_task_gets_a_record(runtime: Runtime) -> None:
@@ -118,7 +124,7 @@ def test_a_redelivered_job_returns_the_stored_result(runtime: Runtime) -> None:
     assert run_job(runtime, "dup", [ROW], "default")["predictions"] == first["predictions"]
 
 
-def test_a_cancelled_job_is_not_predicted(runtime: Runtime) -> None:
+def test_a_cancelled_job_is_not_predicted(runtime: Runtime, loader: CountingLoader) -> None:
     redis = runtime.jobs.redis
     redis.hset(
         jobstore.job_key("c"), mapping=jobstore.new_record("c", kind="json", model="demo", n_rows=1)
@@ -127,7 +133,7 @@ def test_a_cancelled_job_is_not_predicted(runtime: Runtime) -> None:
     redis.register_script(jobstore.CANCEL)(keys=call.keys, args=call.args)
     with pytest.raises(JobConflict, match="job c is cancelled"):
         run_job(runtime, "c", [ROW], "default")
-    assert runtime.models.loads == 0
+    assert loader.calls == 0
     assert view(runtime, "c")["status"] == "cancelled"
 
 

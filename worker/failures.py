@@ -1,0 +1,59 @@
+"""What became of a job whose work raised: one mapping from an exception to a job failure.
+
+Every task body (`worker.predict`, `worker.csv_chunks`) records a failure through `classify`
+and ends the task through `reraise`, so the stored error type and message of a job, and
+the exception its task ends with, never depend on which path the job took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NoReturn
+
+from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.errors import ServiceError
+
+TIME_LIMIT = "TimeLimitExceeded"
+
+
+class PredictionFailed(ServiceError):
+    """Raised when the model itself raised on valid rows."""
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job's error as stored in its record; `retryable` when the job must not fail for it."""
+
+    type: str
+    message: str
+    retryable: bool = False
+
+    @property
+    def stored(self) -> tuple[str, str]:
+        """(type, message), as the job store takes them."""
+        return self.type, self.message
+
+
+def classify(exc: BaseException, *, context: str = "") -> JobFailure:
+    """The failure `exc` means for a job; `context` names the work that ran out of time."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        # The job store went away, not the job: `worker.requeue` hands the message back.
+        return JobFailure(type(exc).__name__, str(exc), retryable=True)
+    if isinstance(exc, ServiceError):
+        return JobFailure(type(exc).__name__, exc.message)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return JobFailure(TIME_LIMIT, f"{context or 'the prediction'} exceeded its time limit")
+    # The model raised on rows that passed validation: fail this job, keep serving others.
+    return JobFailure(PredictionFailed.__name__, f"{type(exc).__name__}: {exc}")
+
+
+def reraise(exc: Exception, failure: JobFailure) -> NoReturn:
+    """End the task once `failure` is recorded: service errors, time limits and retryable
+    errors go to Celery as they are; anything else the model raised becomes `PredictionFailed`,
+    so the task's state names what the job record says."""
+    if isinstance(exc, ServiceError | SoftTimeLimitExceeded) or failure.retryable:
+        raise exc
+    raise PredictionFailed(failure.message) from exc
