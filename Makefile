@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium run test lint lint-deploy bench bench-csv drill soak train clean
+.PHONY: chromium run test lint lint-deploy docs bench bench-csv drill soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -41,6 +41,14 @@ lint: $(VENV)/.dev-installed
 lint-deploy: $(VENV)/.deploy-lint-installed
 	BIN=$(VENV)/bin .ci/lint-deploy
 
+$(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+## The documentation site into site/ (strict: a broken link or a missing page fails the build)
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 ## Fault drill: kill workers and Redis under load; exits non-zero if any accepted job is lost
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
@@ -75,7 +83,7 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site
 
 ## Throughput benchmark: mlqueue vs the article's sync API, naive Celery and in-process predict
 bench: $(VENV)/.dev-installed
