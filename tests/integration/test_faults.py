@@ -20,8 +20,8 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
+from devrun.processes import children
 from shared import jobstore
-from shared.processes import children
 from tests.integration.conftest import System, wait_for
 from tests.integration.models import Exploding, Sleepy, add_model, row_sums
 
