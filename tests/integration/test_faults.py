@@ -36,7 +36,7 @@ def pidfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def test_models(model_dir: Path, pidfile: Path) -> Iterator[None]:
+def fault_models_in_the_registry(model_dir: Path, pidfile: Path) -> Iterator[None]:
     """Adds the test models to the session's registry, and removes them afterwards."""
     names = {
         "sleepy": Sleepy(3.0, pidfile=str(pidfile)),
