@@ -20,7 +20,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
 
 ## Redis, a trained demo model, one worker and the gateway on http://127.0.0.1:8000 (Ctrl-C stops)
 run: $(VENV)/.run-installed
-	$(PY) -m shared.launcher
+	$(PY) -m devrun
 
 ## Unit and integration tests; starts the throwaway Redis, worker and gateway it needs
 test: $(VENV)/.dev-installed chromium

@@ -27,7 +27,7 @@ import numpy as np
 from redis import Redis
 from sklearn.datasets import load_diabetes
 
-from shared import processes
+from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sklearn.datasets import load_diabetes
 
-from gateway.client.api import Client
-from shared import processes
+from client.api import Client
+from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo

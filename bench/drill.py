@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.stack import Stack
-from shared.processes import children
+from devrun.processes import children
 from shared.registry import Registry
 from tests.integration.models import Sleepy, add_model, row_sums
 from worker.sklearn_model import SklearnModel

@@ -1,6 +1,6 @@
 """A private copy of the whole system (Redis, workers, gateway) for drills, soaks and fault tests.
 
-Built on `shared.processes`, like `make run` and the integration fixture; every process leads its
+Built on `devrun.processes`, like `make run` and the integration fixture; every process leads its
 own process group, so a test can SIGKILL one worker (or one prefork child) and start another.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from shared import processes
+from devrun import processes
+from devrun.processes import children
 from shared.jobstore import WORKERS
-from shared.processes import children
 
 
 @dataclass

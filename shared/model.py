@@ -7,7 +7,7 @@ It keeps the article's four verbs (train, predict, save, load). scikit-learn is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self
 
 if TYPE_CHECKING:  # the gateway never imports numpy at run time
     import numpy as np
@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # the gateway never imports numpy at run time
     Vector = npt.NDArray[np.float64]
 
 
-@runtime_checkable
 class Model(Protocol):
     """A trained predictor of one float per row."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import websocket
 
-from shared import processes
+from devrun import processes
 
 FLAGS = [
     "--headless",

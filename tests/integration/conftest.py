@@ -22,7 +22,7 @@ import pytest
 from celery import Celery
 from redis import Redis
 
-from shared import processes
+from devrun import processes
 from shared.jobstore import WORKERS
 
 

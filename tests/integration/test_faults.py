@@ -20,8 +20,8 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
+from devrun.processes import children
 from shared import jobstore
-from shared.processes import children
 from tests.integration.conftest import System, wait_for
 from tests.integration.models import Exploding, Sleepy, add_model, row_sums
 
@@ -36,7 +36,7 @@ def pidfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def test_models(model_dir: Path, pidfile: Path) -> Iterator[None]:
+def fault_models_in_the_registry(model_dir: Path, pidfile: Path) -> Iterator[None]:
     """Adds the test models to the session's registry, and removes them afterwards."""
     names = {
         "sleepy": Sleepy(3.0, pidfile=str(pidfile)),

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from shared import processes
+from devrun import processes
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
@@ -58,12 +58,12 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 10})
         assert result.status_code == 200
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
-        # A worker killed outright is started again by the launcher, and serves.
+        # A worker killed outright is started again by `python -m devrun`, and serves.
         worker = next(
             p
             for p in processes.descendants(make.pid)
             if b"worker.celery_app" in _cmdline(p)
-            and _cmdline(processes.parents().get(p, 0)).find(b"shared.launcher") >= 0
+            and b"-m\0devrun\0" in _cmdline(processes.parents().get(p, 0))
         )
         os.kill(worker, signal.SIGKILL)
         processes.wait_until(

@@ -17,7 +17,7 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import processes
+from devrun import processes
 from tests.integration.conftest import System, wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from celery import Celery
 
+from devrun import processes
 from gateway.app import create_app
 from gateway.healthcheck import healthz_url
-from shared import processes
 from shared.settings import Settings
 from shared.tasks import QUEUE
 

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from devrun import processes
 from gateway.healthcheck import healthz_url, probe
-from shared import processes
 from shared.settings import Settings
 
 

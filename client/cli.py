@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gateway.client.api import ApiError, Client
+from client.api import ApiError, Client
 
 err = Console(stderr=True)
 

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from shared import processes
+from devrun import processes
 from shared.settings import get_settings
 
 RUN_DIR = Path(".run")

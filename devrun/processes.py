@@ -1,6 +1,6 @@
 """Start and stop the system's processes locally: Redis, a worker, the gateway.
 
-Used by `make run` (`shared.launcher`), the integration tests and the benchmarks, so that all
+Used by `make run` (`devrun.launcher`), the integration tests and the benchmarks, so that all
 three start the system the same way. Each child leads its own process group, so that stopping it
 also stops what it forked (Celery's prefork children), and dies with its parent on Linux.
 """
