@@ -55,7 +55,9 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         model = SklearnModel.load(tmp_path / "models" / "demo" / "1" / "model.joblib")
         rows = [[0.01 * (i + j) for j in range(10)] for i in range(3)]
         job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
-        result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 10})
+        result = httpx.get(
+            f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 10}, timeout=15
+        )
         assert result.status_code == 200
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
         # A worker killed outright is started again by `python -m devrun`, and serves.
@@ -74,7 +76,9 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         )
         processes.wait_until(lambda: _ready(base), 60, "ready again", make)
         job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
-        result = httpx.get(f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20})
+        result = httpx.get(
+            f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20}, timeout=25
+        )
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
         tree = processes.descendants(make.pid)
         assert len(tree) >= 4  # launcher, redis-server, worker (+ child), gateway
