@@ -17,6 +17,7 @@ from shared.chunks import Chunk
 from shared.csvjobs import ChunkOutcome
 from shared.errors import JobConflict
 from shared.redisio import text
+from shared.replication import ReplicaWait, run_script_async
 
 MAX_ERRORS_LISTED = 1000
 
@@ -24,9 +25,10 @@ MAX_ERRORS_LISTED = 1000
 class CsvStore:
     """Chunk data of CSV jobs in Redis, on behalf of the upload and the result routes."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.wait = wait  # Sentinel: a chunk counts as received once a replica has it
         self._store = redis.register_script(csvjobs.STORE_CHUNK)
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
@@ -35,7 +37,9 @@ class CsvStore:
         """Store a chunk's bytes, and its task's arguments (JSON) in the outbox, while the job
         is live; False once it ended (failed, cancelled)."""
         call = csvjobs.store_chunk_call(job_id, chunk.index, chunk.data, task_kwargs, self.ttl)
-        return csvjobs.outcome(await self._store(keys=call.keys, args=call.args)) == "stored"
+        what = f"job {job_id} chunk {chunk.index}"
+        reply = await run_script_async(self.redis, self.wait, self._store, call, what)
+        return csvjobs.outcome(reply) == "stored"
 
     async def progress(self, job_id: str) -> tuple[ChunkOutcome, int]:
         """The job's status ("missing" once expired) and how many chunks are scored."""
@@ -45,7 +49,8 @@ class CsvStore:
     async def finalize(self, job_id: str, chunks: int, rows: int) -> ChunkOutcome:
         """Record the totals once the upload ended; completes the job if every chunk is scored."""
         call = csvjobs.finalize_call(job_id, chunks=chunks, rows=rows)
-        return csvjobs.outcome(await self._finalize(keys=call.keys, args=call.args))
+        reply = await run_script_async(self.redis, self.wait, self._finalize, call, f"job {job_id}")
+        return csvjobs.outcome(reply)
 
     async def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended (call after the status changed)."""

@@ -27,6 +27,7 @@ from shared import jobstore
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
+from shared.replication import ReplicaWait
 from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
 from shared.settings import Settings
 from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
@@ -57,8 +58,9 @@ class Jobs:
         self.registry = registry
         self.events = events
         self.publisher = publisher
-        self.store = JobStore(redis, settings.result_ttl)
-        self.chunks = CsvStore(redis, settings.result_ttl)
+        wait = ReplicaWait.of(settings)
+        self.store = JobStore(redis, settings.result_ttl, wait)
+        self.chunks = CsvStore(redis, settings.result_ttl, wait)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,

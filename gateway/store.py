@@ -11,22 +11,26 @@ from redis.asyncio import Redis
 from shared import jobstore
 from shared.errors import JobNotFound
 from shared.redisio import text
+from shared.replication import ReplicaWait
 from shared.schemas import JobStatus, JobView
 
 
 class JobStore:
     """Creates job records and reads or cancels them on behalf of their owner."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.wait = wait  # Sentinel: records and outbox entries count only once replicated
         self._cancel = redis.register_script(jobstore.CANCEL)
 
     async def create_many(
         self, records: list[dict[str, str]], outbox: dict[str, tuple[str, bytes]] | None = None
     ) -> None:
         """Write new jobs' records with their TTL, in one round trip. Jobs in `outbox` (job id ->
-        model spec, rows as JSON) also keep what it takes to send them again until they start."""
+        model spec, rows as JSON) also keep what it takes to send them again until they start.
+        With a `ReplicaWait`, `NotReplicated` unless a replica has them all (one WAIT per call,
+        hence one per micro-batch)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
@@ -39,11 +43,19 @@ class JobStore:
             if outbox:
                 pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
                 pipe.expire(jobstore.PENDING, self.ttl)
-            await pipe.execute()
+            if self.wait is not None:
+                self.wait.queue(pipe)
+            replies = await pipe.execute()
+        if self.wait is not None:
+            self.wait.check(replies[-1], f"{len(records)} new job(s)")
 
     async def delete_many(self, job_ids: list[str]) -> None:
-        """Forget jobs whose message could not be sent."""
-        await self.redis.delete(*(jobstore.job_key(job_id) for job_id in job_ids))
+        """Forget jobs that were not accepted (message not sent, or not replicated in time), and
+        their outbox entries, so that the outbox sweep never sends them."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(jobstore.job_key(job_id) for job_id in job_ids))
+            pipe.zrem(jobstore.PENDING, *job_ids)
+            await pipe.execute()
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's view; `JobNotFound` when unknown, expired or owned by another caller."""

@@ -7,6 +7,7 @@ ServiceError
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
 └── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
+    └── NotReplicated   no Redis replica confirmed a write in time (Sentinel deployments)
 """
 
 from __future__ import annotations
@@ -49,3 +50,8 @@ class QueueUnavailable(ServiceError):
     def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class NotReplicated(QueueUnavailable):
+    """Raised when no Redis replica confirmed a write in time: a failover could lose it, so the
+    promise it was for (an accepted job, an acknowledged message) is not made."""

@@ -41,6 +41,27 @@ class Settings(BaseSettings):
     result_ttl: int = Field(86_400, ge=60)
     """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
 
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    """Redis Sentinel addresses, comma-separated `host:port`. Set: every client (job store, pub/sub,
+    Celery broker and result backend) asks these sentinels for the current master and follows a
+    failover without a restart; `redis_url` then only gives the password, database and scheme
+    (`rediss://` for TLS) of the master, its host and port are ignored. Empty: one Redis."""
+    redis_master_name: str = "mymaster"
+    """The name the sentinels monitor the master under (`sentinel monitor NAME ...`)."""
+    redis_sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves (`requirepass` in sentinel.conf), if they have one;
+    the master's password stays in `redis_url`."""
+    redis_sentinel_tls: bool = False
+    """Speak TLS to the sentinels too (with the CA and verification of `redis_url`'s
+    `ssl_ca_certs` / `ssl_cert_reqs` parameters)."""
+    replica_wait: bool = True
+    """With sentinels: accept a job (202, or a `/predict` answer), count a CSV chunk as received
+    and acknowledge a worker's message only once its writes are on at least one replica
+    (`WAIT 1`), so that a failover cannot lose them. Off only to measure what it prevents."""
+    replica_wait_timeout: float = Field(1.0, gt=0)
+    """Seconds to wait for a replica's confirmation; past it the job is refused with a 503
+    (and its record removed) or the worker's message is handed back."""
+
     local_redis_port: int = Field(6379, ge=1, le=65535)
     """Port of the Redis that `make run` starts when `redis_url` is unset (if taken, a free one)."""
 
@@ -134,6 +155,18 @@ class Settings(BaseSettings):
                     f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
                 )
             return digests
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for i, address in enumerate(value):
+                host, _, port = str(address).rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"redis_sentinels entry {i} ({address!r}) is not host:port")
         return value
 
     @model_validator(mode="after")

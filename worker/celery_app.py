@@ -7,10 +7,11 @@ from typing import Any
 
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
-from redis import Redis
 
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
+from shared.redis_clients import sync_redis
+from shared.replication import ReplicaWait
 from shared.settings import get_settings
 from shared.tasks import QUEUE
 from worker import job_events, kombu_patch, metrics, runtime
@@ -50,7 +51,7 @@ def _init_process(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any, **_: Any) -> None:
     global _heartbeat
-    redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    redis = sync_redis(settings, socket_timeout=5)
     resender = Resender(
         redis,
         _resend,
@@ -94,8 +95,8 @@ def _record_hard_time_limit(
     if not isinstance(exception, TimeLimitExceeded):
         return
     if _recorder is None:
-        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        _recorder = JobRecorder(redis, settings.result_ttl)
+        redis = sync_redis(settings, socket_timeout=5)
+        _recorder = JobRecorder(redis, settings.result_ttl, ReplicaWait.of(settings))
     kwargs = kwargs or {}
     jobs = kwargs.get("jobs")  # a batch message of JSON jobs
     if isinstance(jobs, list):

@@ -10,14 +10,16 @@ from redis import Redis
 from shared import csvjobs, jobstore
 from shared.csvjobs import ChunkOutcome
 from shared.redisio import raw
+from shared.replication import ReplicaWait, run_script
 
 
 class ChunkRecorder:
     """The worker's side of a CSV job's chunk keys."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.wait = wait  # Sentinel: a chunk's outcome counts once a replica has it
         self._begin = redis.register_script(csvjobs.CHUNK_BEGIN)
         self._done = redis.register_script(csvjobs.CHUNK_DONE)
         self._finish = redis.register_script(jobstore.FINISH)
@@ -39,7 +41,8 @@ class ChunkRecorder:
         call = csvjobs.chunk_done_call(
             job_id, index, rows=rows, predictions=predictions, ids=ids, errors=errors, ttl=self.ttl
         )
-        return csvjobs.outcome(self._done(keys=call.keys, args=call.args))
+        reply = run_script(self.redis, self.wait, self._done, call, f"job {job_id} chunk {index}")
+        return csvjobs.outcome(reply)
 
     def fail(self, job_id: str, error_type: str, message: str, errors: list[Any]) -> None:
         """Fail the whole job (unless it already ended) and delete its chunk data."""
@@ -50,7 +53,7 @@ class ChunkRecorder:
             ttl=self.ttl,
             errors=orjson.dumps(errors) if errors else b"",
         )
-        self._finish(keys=call.keys, args=call.args)
+        run_script(self.redis, self.wait, self._finish, call, f"job {job_id}")
         self.purge(job_id)
 
     def purge(self, job_id: str) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
     """Score chunk `index` of job `job_id`, as `message` (`shared.tasks`) says."""
     job_id, index = message["job_id"], message["index"]
-    chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl)
+    chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl, rt.jobs.wait)
     data, status = _claim(chunks, job_id, index)
     if data is None:
         return status

@@ -9,15 +9,18 @@ from redis import Redis
 
 from shared import jobstore
 from shared.redisio import ScriptCall, text
+from shared.replication import ReplicaWait, run_script
 from shared.schemas import JobStatus
 
 
 class JobRecorder:
     """Moves job records to running and to their final state."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        # Sentinel: an outcome counts as stored (and its message may be acked) once replicated.
+        self.wait = wait
         self._start = redis.register_script(jobstore.START)
         self._finish = redis.register_script(jobstore.FINISH)
 
@@ -52,7 +55,8 @@ class JobRecorder:
         succeeded: Mapping[str, list[float]],
         failed: Mapping[str, tuple[str, str]],
     ) -> None:
-        """Store predictions and (error type, message) pairs in one trip, then wake waiters."""
+        """Store predictions and (error type, message) pairs in one trip, then wake waiters;
+        `NotReplicated` (the message is handed back) if no replica confirmed them in time."""
         if not succeeded and not failed:
             return
         calls = [
@@ -70,8 +74,13 @@ class JobRecorder:
         with self.redis.pipeline(transaction=False) as pipe:
             for call in calls:
                 self._finish(keys=call.keys, args=call.args, client=pipe)
+            if self.wait is not None:
+                self.wait.queue(pipe)
+            # Waiters wake after the WAIT: what they read is then on a replica too.
             pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
-            pipe.execute()
+            replies = pipe.execute()
+        if self.wait is not None:
+            self.wait.check(replies[-2], f"results of {len(calls)} job(s)")
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""
@@ -85,4 +94,5 @@ class JobRecorder:
         )
 
     def _run(self, call: ScriptCall) -> JobStatus:
-        return jobstore.status_of(self._finish(keys=call.keys, args=call.args))
+        reply = run_script(self.redis, self.wait, self._finish, call, f"job {call.keys[0]}")
+        return jobstore.status_of(reply)

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery.exceptions import Reject
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.replication import redis_is_away
 
 
 @contextmanager
 def requeue_if_redis_is_away() -> Iterator[None]:
-    """Turn a Redis connection error into a requeue of the message.
+    """Turn a Redis connection error (or results no replica confirmed) into a requeue.
 
     A failure would ack the message and lose the job, and a Celery retry needs the broker that
     just went away. Rejecting with requeue hands the message back (or, if Redis is still down,
@@ -21,5 +21,7 @@ def requeue_if_redis_is_away() -> Iterator[None]:
     """
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except Exception as exc:
+        if not redis_is_away(exc):
+            raise
         raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc
