@@ -10,6 +10,7 @@ The other half of surviving a failover is `shared.replication`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -19,17 +20,68 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis import Redis
 from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from shared.settings import Settings
+
+# A pipeline's or a script's error quotes the reply inside a longer message.
+_CANNOT_WRITE = re.compile(r"\bNOREPLICAS\b")
+
+
+def _cannot_write(exc: ResponseError) -> RedisConnectionError | None:
+    if _CANNOT_WRITE.search(str(exc)) is None:
+        return None
+    return RedisConnectionError(f"the master takes no writes without a replica: {exc}")
+
+
+class MasterConnection(redis.sentinel.SentinelManagedConnection):
+    """A Sentinel-managed connection on which a master that refuses writes for want of a
+    replica (NOREPLICAS: it is isolated, or was just promoted and has none yet) counts as a lost
+    connection, as redis-py already counts a demoted one (READONLY). Clients then reconnect
+    through the sentinels and retry as they do after any connection loss, and Celery's consumer
+    reconnects instead of stopping on an error it deems unrecoverable."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            lost = _cannot_write(exc)
+            if lost is None:
+                raise
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise lost from exc
+
+
+class MasterSSLConnection(MasterConnection, redis.sentinel.SentinelManagedSSLConnection):
+    """`MasterConnection` over TLS."""
+
+
+class AsyncMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """`MasterConnection` for asyncio clients."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            lost = _cannot_write(exc)
+            if lost is None:
+                raise
+            await self.disconnect()
+            raise lost from exc
+
+
+class AsyncMasterSSLConnection(
+    AsyncMasterConnection, redis.asyncio.sentinel.SentinelManagedSSLConnection
+):
+    """`AsyncMasterConnection` over TLS."""
 
 
 def sync_redis(settings: Settings, **options: Any) -> Redis:
     """A synchronous client of the master; `options` are redis-py connection keywords."""
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url.get_secret_value(), **options)
-    master, sentinel_kwargs = _sentinel_params(
-        settings, redis.sentinel.SentinelManagedSSLConnection
-    )
+    master, sentinel_kwargs = _sentinel_params(settings, MasterConnection, MasterSSLConnection)
     manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         _addresses(settings), sentinel_kwargs={**sentinel_kwargs, **_timeouts(options)}
     )
@@ -42,7 +94,7 @@ def async_redis(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     if not settings.redis_sentinels:
         return redis.asyncio.Redis.from_url(settings.redis_url.get_secret_value(), **options)
     master, sentinel_kwargs = _sentinel_params(
-        settings, redis.asyncio.sentinel.SentinelManagedSSLConnection
+        settings, AsyncMasterConnection, AsyncMasterSSLConnection
     )
     manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         _addresses(settings), sentinel_kwargs={**sentinel_kwargs, **_timeouts(options)}
@@ -98,14 +150,16 @@ def _addresses(settings: Settings) -> list[tuple[str, int]]:
     return [(host.strip("[]"), int(port)) for host, _, port in pairs]
 
 
-def _sentinel_params(settings: Settings, ssl_class: type) -> tuple[dict[str, Any], dict[str, Any]]:
+def _sentinel_params(
+    settings: Settings, plain_class: type, ssl_class: type
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(master connection keywords from `redis_url`, sentinel connection keywords)."""
     params = parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
     for address in ("host", "port", "path", "unix_socket_path"):
         params.pop(address, None)
     ssl = _ssl_options(params)
-    if params.pop("connection_class", None) is not None and ssl:
-        params["connection_class"] = ssl_class
+    params.pop("connection_class", None)
+    params["connection_class"] = ssl_class if ssl else plain_class
     sentinel_kwargs = _sentinel_auth(settings)
     if settings.redis_sentinel_tls:
         sentinel_kwargs.update(ssl=True, **ssl)

@@ -10,6 +10,7 @@ gateway; a requeued message in the worker). On a single Redis there is nothing t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.errors import NotReplicated
@@ -81,13 +82,16 @@ async def run_script_async(
 
 
 # Replies of a master that cannot take writes for now: it has no replica in sync
-# (`min-replicas-to-write`), it was demoted, it is loading its data, or it lost its master.
-_TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN")
+# (`min-replicas-to-write`), it was demoted, it is loading its data, or it lost its master; or
+# one that is new (a promoted replica, a restart) and lacks the scripts a pipeline loaded on the
+# old one (the next attempt loads them again).
+# A pipeline's error quotes the reply after the failed command, hence a search, not a prefix.
+_TRANSIENT_REPLY = re.compile(r"\b(NOREPLICAS|READONLY|LOADING|MASTERDOWN|NOSCRIPT)\b")
 
 
 def redis_is_away(exc: BaseException) -> bool:
     """Whether `exc` says Redis cannot take the write now (a failover, a restart), as opposed to
     a fault of the job: the work should be handed back, not failed."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | NotReplicated):
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | NotReplicated | NoScriptError):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+    return isinstance(exc, ResponseError) and _TRANSIENT_REPLY.search(str(exc)) is not None
