@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium run test lint lint-deploy docs bench bench-csv drill soak train clean
+.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -23,7 +23,7 @@ run: $(VENV)/.run-installed
 	$(PY) -m devrun
 
 ## Unit and integration tests; starts the throwaway Redis, worker and gateway it needs
-test: $(VENV)/.dev-installed chromium
+test: $(VENV)/.dev-installed chromium redis-server
 	$(PY) -m pytest
 
 $(VENV)/.deploy-lint-installed: pyproject.toml | $(VENV)/bin/python
@@ -53,6 +53,12 @@ docs: $(VENV)/.docs-installed
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
 
+## Redis failover drill: master + replica + 3 sentinels on 127.0.0.1; SIGKILL the master RUNS times
+## under load (then a partition and a WAIT-off contrast); exits non-zero if any accepted job is lost
+RUNS ?= 10
+drill-ha: $(VENV)/.dev-installed redis-server
+	$(PY) -m bench.drill_ha --runs $(RUNS) $(ARGS)
+
 ## Soak: CLIENTS concurrent clients for DURATION seconds, every result checked, RSS drift reported
 CLIENTS  ?= 64
 DURATION ?= 60
@@ -81,6 +87,14 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+# Debian's redis-server (TLS-capable; also runs Sentinel) for the HA and TLS tests (installed when
+# missing; needs root or sudo). The package's own service is not needed: tests start their own.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site

@@ -37,37 +37,23 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from redis import Redis
 
 from bench.relay import Relay
 from bench.stack import Stack
 from devrun.sentinel import ReplicatedRedis
-from shared.redis_clients import sync_redis
-from shared.settings import Settings
 from tests.integration.models import Tally, add_model
 
 TAG = Tally.TAG_BASE
 VERIFY_SECONDS = 90.0
 ENV = {
-    "MLQUEUE_REDIS_TIMEOUT": "1",
-    "MLQUEUE_REPLICA_WAIT_TIMEOUT": "1",
+    "MLQUEUE_REDIS_TIMEOUT": "2",
+    "MLQUEUE_REPLICA_WAIT_TIMEOUT": "0.5",
     "MLQUEUE_GATEWAY_WORKERS": "1",
     "MLQUEUE_UNACKED_RESTORE_INTERVAL": "1",
     "MLQUEUE_WORKER_METRICS_PORT": "0",
     "MLQUEUE_DEFAULT_MODEL": "tally",
     "MLQUEUE_LOG_LEVEL": "WARNING",
 }
-
-
-@dataclass
-class SentinelStack(Stack):
-    """`bench.stack.Stack` whose gateway and worker find Redis through the sentinels."""
-
-    sentinels: str = ""
-
-    def redis(self) -> Redis:
-        settings = Settings(redis_sentinels=self.sentinels.split(","))
-        return sync_redis(settings, socket_timeout=5)
 
 
 @dataclass
@@ -155,7 +141,7 @@ class HaDrill:
         self.csv = CsvFile(csv_rows) if csv_rows else None
         self.clients = clients
         self.redis: ReplicatedRedis | None = None
-        self.stack: SentinelStack | None = None
+        self.stack: Stack | None = None
         self.relay: Relay | None = None
 
     def start(self, name: str, replica_wait: bool = True, relay: bool = False) -> None:
@@ -167,12 +153,8 @@ class HaDrill:
             self.relay = Relay(master.port).start()
             replica.client().execute_command("REPLICAOF", "127.0.0.1", str(self.relay.port))
             self.redis.wait_in_sync()
-        env = {
-            **ENV,
-            "MLQUEUE_REDIS_SENTINELS": self.redis.sentinel_addresses,
-            "MLQUEUE_REPLICA_WAIT": str(replica_wait).lower(),
-        }
-        self.stack = SentinelStack(
+        env = {**ENV, "MLQUEUE_REPLICA_WAIT": str(replica_wait).lower()}
+        self.stack = Stack(
             self.root / name, self.models, env=env, sentinels=self.redis.sentinel_addresses
         )
         self.stack.start_worker("w1", concurrency=2)

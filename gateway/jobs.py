@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway import metrics
 from gateway.batcher import Batcher
@@ -116,7 +117,15 @@ class Jobs:
         deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
         with self.events.subscription(job_id) as finished:
             while True:
-                view, predictions = await self.store.result(job_id, owner)
+                try:
+                    view, predictions = await self.store.result(job_id, owner)
+                except RedisError:
+                    # A failover or restart under a long poll: ride it out until the deadline
+                    # (the job's state survives it); past the deadline the 503 stands.
+                    if loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                    continue
                 remaining = deadline - loop.time()
                 if view.status.finished or remaining <= 0:
                     return view, predictions

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     (`WAIT 1`), so that a failover cannot lose them. Off only to measure what it prevents."""
     replica_wait_timeout: float = Field(1.0, gt=0)
     """Seconds to wait for a replica's confirmation; past it the job is refused with a 503
-    (and its record removed) or the worker's message is handed back."""
+    (and its record removed) or the worker's message is handed back. Below `redis_timeout`."""
 
     local_redis_port: int = Field(6379, ge=1, le=65535)
     """Port of the Redis that `make run` starts when `redis_url` is unset (if taken, a free one)."""
@@ -177,6 +177,17 @@ class Settings(BaseSettings):
                 "need task_soft_time_limit <= task_time_limit < visibility_timeout, got "
                 f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_wait_fits_the_redis_timeout(self) -> Settings:
+        # WAIT blocks its connection: a socket timeout first would hide why the job was refused.
+        if self.redis_sentinels and self.replica_wait:
+            if self.replica_wait_timeout >= self.redis_timeout:
+                raise ValueError(
+                    f"need replica_wait_timeout < redis_timeout, got "
+                    f"{self.replica_wait_timeout} and {self.redis_timeout}"
+                )
         return self
 
     @property

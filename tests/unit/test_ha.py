@@ -114,7 +114,10 @@ def test_no_replica_in_time_is_a_503_kind_of_error() -> None:
         (RedisConnectionError("gone"), True),
         (NotReplicated("no replica"), True),
         (NoScriptError("No matching script"), True),
-        (ResponseError("Command # 1 (EVALSHA ab 2...) of pipeline caused error: NOREPLICAS x"), True),
+        (
+            ResponseError("Command # 1 (EVALSHA ab 2...) of pipeline caused error: NOREPLICAS x"),
+            True,
+        ),
         (ResponseError("READONLY You can't write against a read only replica."), True),
         (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
         (ValueError("boom"), False),
@@ -137,3 +140,9 @@ def test_a_master_refusing_writes_for_want_of_a_replica_is_a_lost_connection(
     with pytest.raises(RedisConnectionError, match="no writes without a replica"):
         connection.read_response()
     assert disconnected == [True]
+
+
+def test_the_replica_wait_must_end_before_the_socket_timeout() -> None:
+    with pytest.raises(ValidationError, match="replica_wait_timeout < redis_timeout"):
+        Settings(redis_sentinels="s:1", replica_wait_timeout=2, redis_timeout=2)  # type: ignore[arg-type]
+    Settings(redis_sentinels="s:1", replica_wait=False, replica_wait_timeout=2, redis_timeout=2)  # type: ignore[arg-type]
