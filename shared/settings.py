@@ -182,12 +182,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _replica_wait_fits_the_redis_timeout(self) -> Settings:
         # WAIT blocks its connection: a socket timeout first would hide why the job was refused.
-        if self.redis_sentinels and self.replica_wait:
-            if self.replica_wait_timeout >= self.redis_timeout:
-                raise ValueError(
-                    f"need replica_wait_timeout < redis_timeout, got "
-                    f"{self.replica_wait_timeout} and {self.redis_timeout}"
-                )
+        waits = bool(self.redis_sentinels) and self.replica_wait
+        if waits and self.replica_wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                f"need replica_wait_timeout < redis_timeout, got "
+                f"{self.replica_wait_timeout} and {self.redis_timeout}"
+            )
         return self
 
     @property
