@@ -224,6 +224,9 @@ class HaDrill:
                 "text/csv"
             ):
                 return self.csv.check(response.text)
+            if response.status_code == 409:  # the job failed: say why
+                error = response.json().get("job", {}).get("error") or {}
+                return f"failed: {error.get('type')}: {str(error.get('message'))[:120]}"
             if response.status_code not in (200, 202, 503):
                 return f"{response.status_code} {response.text[:80]}"
             await asyncio.sleep(0.2)

@@ -18,7 +18,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.errors import NotReplicated
@@ -92,6 +92,8 @@ _TRANSIENT_REPLY = re.compile(r"\b(NOREPLICAS|READONLY|LOADING|MASTERDOWN|NOSCRI
 def redis_is_away(exc: BaseException) -> bool:
     """Whether `exc` says Redis cannot take the write now (a failover, a restart), as opposed to
     a fault of the job: the work should be handed back, not failed."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | NotReplicated | NoScriptError):
+    # redis-py strips the code off the replies it has a class for (READONLY, NOSCRIPT).
+    away = RedisConnectionError | RedisTimeoutError | NotReplicated | NoScriptError | ReadOnlyError
+    if isinstance(exc, away):
         return True
     return isinstance(exc, ResponseError) and _TRANSIENT_REPLY.search(str(exc)) is not None
