@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shared.errors import InvalidInput
+from shared.features import value_problem
 
 MAX_REPORTED = 5
 
@@ -111,8 +111,9 @@ def _parse_line(cells: list[str], layout: Layout) -> tuple[list[float], dict[str
         except ValueError:
             what = "empty value" if not cell else f"non-numeric value {cell[:40]!r}"
             return [], {"column": col + 1, "name": name, "msg": what}
-        if not math.isfinite(value):
-            return [], {"column": col + 1, "name": name, "msg": f"non-finite value {cell!r}"}
+        problem = value_problem(value)
+        if problem:
+            return [], {"column": col + 1, "name": name, "msg": problem}
         row.append(value)
     return row, None
 

@@ -6,10 +6,35 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
-# A feature value: a JSON number, finite. Strict so that `true` or `"1.5"` is refused, not coerced.
-Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
+from shared.features import FLOAT32_MAX, value_problem
+
+
+def _feature(value: float) -> float:
+    problem = value_problem(value)
+    if problem:
+        raise PydanticCustomError("feature_value", problem)
+    return value
+
+
+# A feature value: a JSON number, finite and within float32's range (see `shared.features`).
+# Strict so that `true` or `"1.5"` is refused, not coerced.
+Feature = Annotated[
+    StrictFloat | StrictInt,
+    AfterValidator(_feature),
+    WithJsonSchema({"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}),
+]
 Row = list[Feature]
 
 EXAMPLE_ROW: list[JsonValue] = [

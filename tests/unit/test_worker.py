@@ -40,7 +40,7 @@ def view(runtime: Runtime, job_id: str) -> dict[str, object]:
         ([[*ROW[:3], "1.5", *ROW[4:]]], "row 0: column 3: expected a number, got str"),
         ([[*ROW[:3], True, *ROW[4:]]], "row 0: column 3: expected a number, got bool"),
         ([[*ROW[:3], None, *ROW[4:]]], "row 0: column 3: expected a number, got NoneType"),
-        ([[*ROW[:9], float("nan")]], "row 0: column 9: value nan is not finite"),
+        ([[*ROW[:9], float("nan")]], "row 0: column 9: non-finite value nan"),
     ],
 )
 def test_worker_validation_names_row_and_column(rows: object, message: str) -> None:
