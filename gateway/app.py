@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
-from gateway import deps, errors
+from gateway import deps, errors, keys
 from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.limits import BodyLimit
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
+        keys.log_auth_state(settings)
         redis = Redis.from_url(
             settings.redis_url.get_secret_value(),
             socket_timeout=settings.redis_timeout,
@@ -44,9 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.redis = redis
         app.state.registry = registry
-        app.state.queue = JobQueue(
-            settings, registry, JobStore(redis, settings.result_ttl), events, celery
-        )
+        store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings))
+        app.state.queue = JobQueue(settings, registry, store, events, celery)
         events.start()
         try:
             yield

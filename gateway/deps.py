@@ -55,7 +55,7 @@ async def get_owner(request: Request, credentials: Credentials) -> str:
     it runs once per request (FastAPI caches a dependency within a request).
     """
     settings: Settings = request.app.state.settings
-    digests = settings.api_keys
+    digests = settings.api_keys + settings.admin_keys
     if not digests:
         return ""
     found = keys.match(credentials.credentials, digests) if credentials else None

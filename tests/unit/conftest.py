@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gateway import deps
+from gateway import deps, keys
 from gateway.app import create_app
 from gateway.events import JobEvents
 from gateway.queue import JobQueue
@@ -102,9 +102,8 @@ def app(settings: Settings, server: fakeredis.FakeServer, celery: FakeCelery) ->
     app = create_app(settings)
     redis = fakeredis.FakeAsyncRedis(server=server)
     registry = Registry(settings.model_dir, settings.default_model)
-    queue = JobQueue(
-        settings, registry, JobStore(redis, settings.result_ttl), JobEvents(redis), celery
-    )  # type: ignore[arg-type]
+    store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings))
+    queue = JobQueue(settings, registry, store, JobEvents(redis), celery)  # type: ignore[arg-type]
     app.dependency_overrides[deps.get_queue] = lambda: queue
     app.dependency_overrides[deps.get_redis] = lambda: redis
     app.dependency_overrides[deps.get_registry] = lambda: registry
