@@ -79,7 +79,8 @@ class PredictRequest(BaseModel):
         "default",
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
+        # No leading dot: ".." must never reach a path (the registry refuses it as well).
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$",
         description='A model name, "name:version", or "default".',
     )
 

@@ -45,6 +45,10 @@ class MockModel:
     def load(cls, path: Path) -> MockModel:
         return cls()
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MockModel:
+        return cls()
+
 
 class FakeCelery:
     """Stands in for the publisher: records each message, and runs it at once when `run` is on."""
@@ -87,7 +91,7 @@ def runtime(settings: Settings, server: fakeredis.FakeServer) -> Runtime:
     return Runtime(
         settings,
         JobRecorder(redis, settings.result_ttl),
-        ModelCache(registry, loader=MockModel.load),
+        ModelCache(registry, loader=MockModel.from_bytes),
     )
 
 

@@ -163,7 +163,7 @@ def test_registry_resolves_names_and_versions(model_dir: Path, tmp_path: Path) -
     assert registry.resolve("demo").version == "2"
     assert registry.resolve("demo:1").version == "1"
     assert [(m.name, m.version) for m in registry.all_versions()] == [("demo", "2"), ("demo", "1")]
-    for bad in ("demo:3", "other", "../etc", "demo:x"):
+    for bad in ("demo:3", "other", "../etc", "demo:x", "..", ".", ".demo"):
         with pytest.raises(ModelNotFound):
             registry.resolve(bad)
 
