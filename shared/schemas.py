@@ -37,6 +37,10 @@ Feature = Annotated[
 ]
 Row = list[Feature]
 
+# A model spec: "name" or "name:version". No leading dot: ".." must never reach a path (the
+# registry refuses it as well).
+MODEL_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$"
+
 EXAMPLE_ROW: list[JsonValue] = [
     0.038,
     0.051,
@@ -79,8 +83,7 @@ class PredictRequest(BaseModel):
         "default",
         min_length=1,
         max_length=200,
-        # No leading dot: ".." must never reach a path (the registry refuses it as well).
-        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$",
+        pattern=MODEL_PATTERN,
         description='A model name, "name:version", or "default".',
     )
 

@@ -16,7 +16,7 @@ from gateway.csv_upload import CsvUpload
 from gateway.deps import JobQueueDep, OwnerDep, QueueHasRoom
 from gateway.routes.jobs import PROBLEMS, JobId
 from shared import jobstore
-from shared.schemas import CsvErrors, JobAccepted, LineError, Problem
+from shared.schemas import MODEL_PATTERN, CsvErrors, JobAccepted, LineError, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -62,7 +62,12 @@ async def submit_csv(
     owner: OwnerDep,
     response: Response,
     model: Annotated[
-        str | None, Query(description='A model name, "name:version" or "default".')
+        str | None,
+        Query(
+            description='A model name, "name:version" or "default".',
+            max_length=200,
+            pattern=MODEL_PATTERN,
+        ),
     ] = None,
     id_column: Annotated[
         str | None, Query(description="Column passed through to the result.")

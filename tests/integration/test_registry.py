@@ -52,3 +52,16 @@ def test_a_manifest_pointing_outside_its_folder_fails_the_job_not_loads_the_file
         assert http.get(f"/v1/jobs/{task.id}").json()["error"]["type"] == "ModelError"
     finally:
         shutil.rmtree(model_dir / "escape")
+
+
+def test_a_csv_job_for_a_model_name_starting_with_a_dot_is_422(http: httpx.Client) -> None:
+    data = b"0,0,0,0,0,0,0,0,0,0\n"
+    for name in ("..", ".hidden"):
+        response = http.post(
+            "/v1/jobs/csv", params={"model": name}, files={"file": ("a.csv", data, "text/csv")}
+        )
+        assert response.status_code == 422, response.text
+        response = http.post(
+            "/v1/jobs/csv", data={"model": name}, files={"file": ("a.csv", data, "text/csv")}
+        )
+        assert response.status_code == 422, response.text
