@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from celery import Celery
 
+from devrun import processes
 from gateway import keys
-from shared import processes
 from tests.integration.conftest import System, running_system
 from worker.sklearn_model import SklearnModel
 
