@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway import metrics
+from gateway import keys, metrics
 from gateway.batcher import Batcher
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload
@@ -60,7 +60,7 @@ class Jobs:
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
-        self.store = JobStore(redis, settings.result_ttl, wait)
+        self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
         self.batcher = Batcher(
             self.store,

@@ -43,7 +43,7 @@ class Runtime:
             retry_on_error=[ConnectionError, TimeoutError],
         )
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
-        loader = partial(SklearnModel.load, fast=settings.fast_predict)
+        loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
         jobs = JobRecorder(redis, settings.result_ttl, ReplicaWait.of(settings))
         return cls(settings, jobs, ModelCache(registry, loader))
 
