@@ -36,9 +36,19 @@ class JobFailure:
         return self.type, self.message
 
 
+def hand_back(exc: BaseException) -> bool:
+    """Whether the task must hand its message back rather than fail its job: Redis is away
+    (`shared.replication.redis_is_away`), or the soft time limit struck while the task was
+    waiting for Redis to come back (a failover outlasting its retries), not while it worked."""
+    if redis_is_away(exc):
+        return True
+    waited = exc.__context__
+    return isinstance(exc, SoftTimeLimitExceeded) and waited is not None and redis_is_away(waited)
+
+
 def classify(exc: BaseException, *, context: str = "") -> JobFailure:
     """The failure `exc` means for a job; `context` names the work that ran out of time."""
-    if redis_is_away(exc):
+    if hand_back(exc):
         # The job store went away (or cannot replicate), not the job: `worker.requeue` hands
         # the message back.
         return JobFailure(type(exc).__name__, str(exc), retryable=True)

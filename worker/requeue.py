@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from celery.exceptions import Reject
 
-from shared.replication import redis_is_away
+from worker.failures import hand_back
 
 
 @contextmanager
@@ -22,6 +22,6 @@ def requeue_if_redis_is_away() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not redis_is_away(exc):
+        if not hand_back(exc):
             raise
         raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc

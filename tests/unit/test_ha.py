@@ -146,3 +146,26 @@ def test_the_replica_wait_must_end_before_the_socket_timeout() -> None:
     with pytest.raises(ValidationError, match="replica_wait_timeout < redis_timeout"):
         Settings(redis_sentinels="s:1", replica_wait_timeout=2, redis_timeout=2)  # type: ignore[arg-type]
     Settings(redis_sentinels="s:1", replica_wait=False, replica_wait_timeout=2, redis_timeout=2)  # type: ignore[arg-type]
+
+
+def test_a_time_limit_striking_while_waiting_for_redis_hands_the_message_back() -> None:
+    from celery.exceptions import Reject, SoftTimeLimitExceeded
+
+    from worker.failures import classify, hand_back
+    from worker.requeue import requeue_if_redis_is_away
+
+    def limit_during_retry() -> None:
+        try:
+            raise RedisConnectionError("The previous master is now a slave")
+        except RedisConnectionError:
+            raise SoftTimeLimitExceeded() from None  # as from redis-py's backoff sleep
+
+    try:
+        limit_during_retry()
+    except SoftTimeLimitExceeded as exc:
+        assert hand_back(exc) and classify(exc).retryable
+    with pytest.raises(Reject), requeue_if_redis_is_away():
+        limit_during_retry()
+    # A time limit while the task itself was working still fails the job.
+    assert not hand_back(SoftTimeLimitExceeded())
+    assert not classify(SoftTimeLimitExceeded()).retryable
