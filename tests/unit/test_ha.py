@@ -160,10 +160,9 @@ def test_a_time_limit_striking_while_waiting_for_redis_hands_the_message_back() 
         except RedisConnectionError:
             raise SoftTimeLimitExceeded() from None  # as from redis-py's backoff sleep
 
-    try:
+    with pytest.raises(SoftTimeLimitExceeded) as caught:
         limit_during_retry()
-    except SoftTimeLimitExceeded as exc:
-        assert hand_back(exc) and classify(exc).retryable
+    assert hand_back(caught.value) and classify(caught.value).retryable
     with pytest.raises(Reject), requeue_if_redis_is_away():
         limit_during_retry()
     # A time limit while the task itself was working still fails the job.
