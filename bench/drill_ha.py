@@ -280,9 +280,11 @@ class HaDrill:
             await asyncio.sleep(1.5)
             since = time.monotonic()
             run.note = await asyncio.to_thread(getattr(self, f"_{fault}"), load, since)
-            # Service is back once a 202 arrives after the fault (bounded).
-            back = time.monotonic() + 40
-            while not [t for t in load.ok_times if t > since + 0.5] and time.monotonic() < back:  # noqa: ASYNC110
+            # Service is back once a 202 arrives after the fault's handling ended (a 202 whose
+            # answer was merely in flight at the fault does not count), within bounds.
+            handled = time.monotonic()
+            back = handled + 40
+            while not [t for t in load.ok_times if t > handled] and time.monotonic() < back:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
             stop.set()
