@@ -1,10 +1,12 @@
 """The one place Redis clients are built: one Redis (`redis_url`) or a Sentinel-managed master.
 
 With `redis_sentinels` set, every client asks the sentinels for the current master on each new
-connection. redis-py's Sentinel connections drop themselves when the server they reach is no
-longer the master (a READONLY reply) or is gone, so the next command, a retry or a
-resubscription lands on the promoted replica without a restart. Celery gets the same through
-kombu's `sentinel://` transport (broker) and Celery's Sentinel result backend.
+connection. Their connections drop themselves when the server they reach is gone, no longer the
+master (READONLY, redis-py) or refuses writes for want of a replica (NOREPLICAS,
+`MasterConnection`), so the next command, a retry or a resubscription lands on the promoted
+replica without a restart. Celery gets the same through kombu's `sentinel://` transport (broker,
+also on `MasterConnection`: `worker.kombu_patch`) and Celery's Sentinel result backend.
+
 The other half of surviving a failover is `shared.replication`.
 """
 
@@ -85,7 +87,8 @@ def sync_redis(settings: Settings, **options: Any) -> Redis:
     manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         _addresses(settings), sentinel_kwargs={**sentinel_kwargs, **_timeouts(options)}
     )
-    client: Redis = manager.master_for(settings.redis_master_name, **master, **options)  # type: ignore[no-untyped-call]
+    name = settings.redis_master_name
+    client: Redis = manager.master_for(name, **master, **options)  # type: ignore[no-untyped-call]
     return client
 
 
