@@ -22,6 +22,7 @@ import httpx
 import websocket
 
 from devrun import processes
+from tests import needs
 
 FLAGS = [
     "--headless",
@@ -97,11 +98,14 @@ class Page:
 
 
 def chromium_binary() -> str:
-    """Debian's `chromium` (installed by `make test` when missing)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        raise RuntimeError("chromium is not installed: `apt-get install chromium` (make test does)")
-    return found
+    """Chromium on PATH; without it the browser tests skip (and fail under `CI=true`)."""
+    return needs.binary(
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        how="install Chromium to run the web page tests "
+        "(Debian/Ubuntu: apt-get install chromium; `make test` does it when run as root)",
+    )
 
 
 @contextmanager
