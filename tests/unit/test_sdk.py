@@ -1,0 +1,137 @@
+"""The SDK's own parts: its models match the gateway's schemas, its retries are safe and honour
+Retry-After, its errors carry where. HTTP is answered by httpx.MockTransport (the real gateway is
+in tests/integration/test_sdk.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+import client.sdk
+from client import (
+    Client,
+    CsvErrors,
+    InvalidInput,
+    Job,
+    JobAccepted,
+    JobResult,
+    ModelInfo,
+    Models,
+    RateLimited,
+    Retry,
+    Unavailable,
+)
+
+SCHEMAS: dict[type[BaseModel], str] = {
+    Job: "JobView",
+    JobAccepted: "JobAccepted",
+    JobResult: "JobResult",
+    Models: "ModelsView",
+    ModelInfo: "ModelInfo",
+    CsvErrors: "CsvErrors",
+}
+ACCEPTED = {"job_id": "j1", "status": "queued", "model": "demo", "n_rows": 1, "location": "/x"}
+
+
+def test_the_sdk_models_have_the_gateways_field_names(client: TestClient) -> None:
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    for model, name in SCHEMAS.items():
+        assert set(model.model_fields) == set(components[name]["properties"]), name
+
+
+class Recorder:
+    """Answers each request with the next of `answers`, and keeps the requests."""
+
+    def __init__(self, *answers: httpx.Response) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(client.sdk.time, "sleep", slept.append)
+    return slept
+
+
+def sdk(recorder: Recorder, **kwargs: Any) -> Client:
+    return Client("http://gw", api_key="k", transport=httpx.MockTransport(recorder), **kwargs)
+
+
+def problem(status: int, **extra: Any) -> httpx.Response:
+    body = {"type": "about:blank", "title": "T", "status": status, "detail": "d", **extra}
+    return httpx.Response(status, json=body)
+
+
+def test_a_retried_submit_sends_the_same_idempotency_key_and_honours_retry_after(
+    sleeps: list[float],
+) -> None:
+    recorder = Recorder(
+        httpx.Response(
+            429,
+            json={"title": "TooManyRequests", "detail": "slow down"},
+            headers={"Retry-After": "7"},
+        ),
+        httpx.Response(
+            503, json={"title": "QueueUnavailable", "detail": "full"}, headers={"Retry-After": "2"}
+        ),
+        httpx.Response(202, json=ACCEPTED),
+    )
+    accepted = sdk(recorder).submit([[1.0, 2.0]], model="demo")
+    assert accepted.job_id == "j1"
+    keys = {r.headers["Idempotency-Key"] for r in recorder.requests}
+    assert len(recorder.requests) == 3 and len(keys) == 1
+    assert sleeps[0] >= 7 and sleeps[1] >= 2  # the server's advice is the floor
+    assert recorder.requests[0].headers["Authorization"] == "Bearer k"
+    # No priority unless given: today's gateway refuses unknown body fields.
+    assert json.loads(recorder.requests[0].content) == {"data": [[1.0, 2.0]], "model": "demo"}
+
+
+def test_priority_and_a_given_key_are_sent(sleeps: list[float]) -> None:
+    recorder = Recorder(httpx.Response(202, json=ACCEPTED))
+    sdk(recorder).submit([[1.0]], priority=5, idempotency_key="mine")
+    (request,) = recorder.requests
+    assert json.loads(request.content)["priority"] == 5
+    assert request.headers["Idempotency-Key"] == "mine"
+
+
+def test_retries_stop_and_the_last_error_is_raised(sleeps: list[float]) -> None:
+    recorder = Recorder(*(problem(503) for _ in range(3)))
+    with pytest.raises(Unavailable):
+        sdk(recorder, retry=Retry(attempts=3, backoff=0.1)).models()
+    assert len(recorder.requests) == 3 and len(sleeps) == 2
+    assert sleeps[1] > sleeps[0] * 0.9  # backs off (jittered)
+    limited = Recorder(
+        httpx.Response(429, json={"detail": "x"}, headers={"Retry-After": "60"}),
+    )
+    with pytest.raises(RateLimited) as caught:
+        sdk(limited, retry=Retry(attempts=1)).models()
+    assert caught.value.retry_after == 60
+
+
+def test_a_422_is_not_retried_and_says_where(sleeps: list[float]) -> None:
+    errors = [
+        {"loc": ["body", "data", 2, 5], "msg": "not a number"},
+        {"line": 4, "column": 3, "name": "bmi", "msg": "non-numeric value 'abc'"},
+    ]
+    recorder = Recorder(problem(422, errors=errors))
+    with pytest.raises(InvalidInput) as caught:
+        sdk(recorder).submit([[1.0]])
+    assert len(recorder.requests) == 1 and sleeps == []
+    (row, line) = caught.value.errors
+    assert (row.row, row.column, row.line) == (2, 5, None)
+    assert (line.line, line.column, line.name, line.row) == (4, 3, "bmi", None)
+    header = Recorder(problem(422, line=1))
+    with pytest.raises(InvalidInput) as at_header:
+        sdk(header).models()
+    assert [w.line for w in at_header.value.errors] == [1]
