@@ -91,8 +91,12 @@ class Page:
         self.send("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
 
     def screenshot(self, path: Path) -> None:
-        """Save the visible page as a PNG."""
-        data = self.send("Page.captureScreenshot", format="png")["data"]
+        """Save the whole page (not only the visible part) as a PNG."""
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.send(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
+        )["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 
