@@ -20,6 +20,7 @@ from client.errors import (
     Unauthorized,
     Unavailable,
     Unreachable,
+    UploadCutOff,
     WaitTimeout,
     Where,
 )
@@ -28,6 +29,7 @@ from client.models import (
     Job,
     JobAccepted,
     JobError,
+    JobPage,
     JobResult,
     JobStatus,
     LineError,
@@ -48,6 +50,7 @@ __all__ = [
     "JobAccepted",
     "JobError",
     "JobFailed",
+    "JobPage",
     "JobResult",
     "JobStatus",
     "LineError",
@@ -63,6 +66,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Unreachable",
+    "UploadCutOff",
     "WaitTimeout",
     "Where",
 ]

@@ -71,8 +71,13 @@ class Retry:
         return not upload and isinstance(error, httpx.ReadError | httpx.RemoteProtocolError)
 
 
-def final(error: Exception, url: str) -> Exception:
+def final(error: Exception, url: str, upload: bool = False) -> Exception:
     """The exception to raise once the retries are spent."""
+    if upload and isinstance(error, httpx.WriteError | httpx.RemoteProtocolError):
+        return errors.UploadCutOff(
+            f"the gateway closed the connection during the upload ({error!r}); the file may "
+            "exceed its upload limit (MLQUEUE_MAX_UPLOAD_BYTES)"
+        )
     if isinstance(error, httpx.TransportError):
         return errors.Unreachable(f"cannot reach the gateway at {url}: {error!r}")
     return error
@@ -206,3 +211,37 @@ def scoring_step(job: Job) -> Step:
     done = progress.rows_done if progress else 0
     total = progress.rows_total if progress else job.n_rows
     return Step("scoring", done, total, job)
+
+
+class EventLines:
+    """A Server-Sent Events parser fed line by line; returns the job of each `status` event."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.event = "message"
+
+    def feed(self, line: str) -> Job | None:
+        """The job when `line` ends a `status` event, else None (comments are heartbeats)."""
+        if not line:
+            data, event = "\n".join(self.data), self.event
+            self.data, self.event = [], "message"
+            return Job.model_validate_json(data) if data and event == "status" else None
+        field, _, value = line.partition(":")
+        if field == "data":
+            self.data.append(value.removeprefix(" "))
+        elif field == "event":
+            self.event = value.strip()
+        return None
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether the answer to `GET /v1/jobs/{id}/events` is a live stream."""
+    kind = response.headers.get("content-type", "")
+    return response.status_code == 200 and kind.startswith("text/event-stream")
+
+
+def lacks_events(response: httpx.Response) -> bool:
+    """Whether the gateway has no events route (as opposed to no such job): then poll instead."""
+    if response.status_code == 405:
+        return True
+    return response.status_code == 404 and errors.from_response(response).title == "NotFound"

@@ -146,6 +146,20 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+)
+@click.option("--kind", type=click.Choice(["json", "csv"]))
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@json_option
+@click.pass_obj
+def jobs(client: Client, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Your newest jobs (needs a gateway that lists jobs: GET /v1/jobs)."""
+    page = client.jobs(status=status, kind=kind, limit=limit)
+    _show(page, as_json, "\n".join(_line(job) for job in page.jobs) or "no jobs")
+
+
+@cli.command()
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @json_option
@@ -244,8 +258,12 @@ def score(
             ignore_extra=ignore_extra,
         )
     skipped = job.progress.rows_skipped if job.progress else 0
-    _show(job, as_json, f"{job.n_rows} predictions written to {output} (job {job.job_id})")
-    if skipped and not as_json:
+    if as_json:
+        _show(job, as_json, "")
+        return
+    # The predictions are in the file: the summary is a message, so stdout stays empty.
+    click.echo(f"{job.n_rows} predictions written to {output} (job {job.job_id})", err=True)
+    if skipped:
         click.echo(f"{skipped} bad lines skipped: see `mlqueue errors {job.job_id}`", err=True)
 
 

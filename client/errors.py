@@ -40,6 +40,11 @@ class WaitTimeout(MlqueueError, TimeoutError):
         self.job = job
 
 
+class UploadCutOff(MlqueueError):
+    """Raised when the gateway closes the connection mid-upload: it refuses a body above its
+    limit (413) before reading all of it, so the client only sees its write fail."""
+
+
 class JobFailed(MlqueueError):
     """Raised for the result of a job that failed or was cancelled."""
 

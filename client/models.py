@@ -125,3 +125,10 @@ class CsvErrors(_Wire):
     status: JobStatus
     rows_skipped: int
     errors: list[LineError]
+
+
+class JobPage(_Wire):
+    """One page of the caller's jobs, newest first (`GET /v1/jobs`)."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None

@@ -11,7 +11,7 @@ import httpx
 
 from client import _shared as s
 from client import errors
-from client.models import CsvErrors, Job, JobAccepted, JobResult, Models
+from client.models import CsvErrors, Job, JobAccepted, JobPage, JobResult, Models
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -33,6 +33,7 @@ class Client:
     ) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or s.Retry()
+        self.events: bool | None = None  # whether the gateway has live job events (None: unknown)
         # Uploads may stall while workers catch up (the gateway holds big files back): no write
         # timeout; reads keep one, above the 30 s long polls.
         self.http = httpx.Client(
@@ -73,6 +74,20 @@ class Client:
         """The job's status, progress and error."""
         return Job.model_validate_json(self._send("GET", f"/v1/jobs/{job_id}").content)
 
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A page of this key's jobs, newest first; pass `next_cursor` back as `cursor` for the
+        next. A gateway without the listing answers 405 (an `ApiError`)."""
+        given = {"status": status, "kind": kind, "limit": str(limit), "cursor": cursor}
+        params = {k: v for k, v in given.items() if v is not None}
+        return JobPage.model_validate_json(self._send("GET", "/v1/jobs", params=params).content)
+
     def wait(
         self,
         job_id: str,
@@ -81,9 +96,14 @@ class Client:
         poll: float = 30.0,
         on_progress: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Block until the job ends (long polls of up to `poll` s) and return it; `on_progress`
-        gets the job after each poll. Raises `WaitTimeout` after `timeout` s."""
+        """Block until the job ends and return it: long polls of up to `poll` s, or, with
+        `on_progress`, the job's live events when the gateway has them (`on_progress` gets the job
+        at each change or poll). Raises `WaitTimeout` after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if on_progress is not None and self.events is not False:
+            followed = self._follow_events(job_id, deadline, on_progress)
+            if followed is not None:
+                return followed
         while True:
             left = poll if deadline is None else max(0.0, deadline - time.monotonic())
             job = self._long_poll(job_id, min(poll, left, 30.0))
@@ -176,6 +196,32 @@ class Client:
         self.download(job.job_id, out, report)
         return job
 
+    def _follow_events(
+        self, job_id: str, deadline: float | None, on_progress: Callable[[Job], None]
+    ) -> Job | None:
+        """The finished job, followed by its live events; None if the gateway has none, the
+        stream ended early, or the deadline passed (the long polls take over)."""
+        path = f"/v1/jobs/{job_id}/events"
+        try:
+            with self.http.stream("GET", path, headers={"Accept": "text/event-stream"}) as response:
+                if not s.is_event_stream(response):
+                    response.read()
+                    self.events = False if s.lacks_events(response) else self.events
+                    return None
+                self.events = True
+                parser = s.EventLines()
+                for line in response.iter_lines():
+                    job = parser.feed(line)
+                    if job is not None:
+                        on_progress(job)
+                        if job.status.finished:
+                            return job
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return None
+        except httpx.TransportError:
+            pass  # the long polls retry, and raise Unreachable if it persists
+        return None
+
     def _long_poll(self, job_id: str, wait: float) -> Job | None:
         """The job if it is still running after `wait` s, None once it has ended."""
         with self._stream(f"/v1/jobs/{job_id}/result", {"wait": f"{wait:g}"}) as response:
@@ -229,6 +275,7 @@ class Client:
         path: str,
         *,
         json: Any = None,
+        params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         upload: s.Upload | None = None,
         progress: Callable[[int], None] = lambda _: None,
@@ -237,7 +284,9 @@ class Client:
         while True:
             try:
                 if upload is None:
-                    response = self.http.request(method, path, json=json, headers=headers)
+                    response = self.http.request(
+                        method, path, json=json, params=params, headers=headers
+                    )
                 else:
                     response = self.http.request(
                         method,
@@ -252,6 +301,6 @@ class Client:
                 error = exc
             delay = self.retry.delay(attempt, error, upload=upload is not None)
             if delay is None or (upload is not None and not upload.resendable):
-                raise s.final(error, self.url) from error
+                raise s.final(error, self.url, upload is not None) from error
             time.sleep(delay)
             attempt += 1

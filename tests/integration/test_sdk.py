@@ -8,10 +8,12 @@ import csv
 import io
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 from client import (
+    ApiError,
     AsyncClient,
     Client,
     Conflict,
@@ -123,6 +125,21 @@ def test_the_same_idempotency_key_is_accepted_on_a_retry(
     again = mlq.submit(diabetes_rows[:2], idempotency_key="sdk-test-retry-1")
     for job in (first, again):
         assert mlq.result(job.job_id, wait=20).data == mlq.result(first.job_id).data
+
+
+def test_the_job_listing_when_the_gateway_has_it(mlq: Client, keyed_system: System) -> None:
+    accepted = mlq.submit([[0.0] * 10])
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    if httpx.get(f"{keyed_system.base_url}/v1/jobs", headers=auth).status_code == 405:
+        # A gateway without GET /v1/jobs (POST /v1/jobs exists, hence 405).
+        with pytest.raises(ApiError) as refused:
+            mlq.jobs(limit=5)
+        assert refused.value.status == 405
+        return
+    page = mlq.jobs(limit=5)
+    assert page.jobs[0].job_id == accepted.job_id
+    with Client(keyed_system.base_url, api_key=BOB) as bob:
+        assert accepted.job_id not in {job.job_id for job in bob.jobs(limit=100).jobs}
 
 
 def test_models_are_typed(mlq: Client, demo_info: ModelInfo) -> None:
