@@ -64,6 +64,8 @@ class Job(_Wire):
     finished_at: datetime | None = None
     error: JobError | None = None
     progress: Progress | None = None
+    retry_of: str | None = None
+    """The job this one retries (`POST /v1/jobs/{id}/retry`, on gateways that have it)."""
 
 
 class JobAccepted(_Wire):

@@ -202,8 +202,14 @@ class Client:
         """The finished job, followed by its live events; None if the gateway has none, the
         stream ended early, or the deadline passed (the long polls take over)."""
         path = f"/v1/jobs/{job_id}/events"
+        # Between two lines (events or heartbeats) wait no longer than the time left: the
+        # deadline is checked at each line, so `wait` returns by about twice its timeout at worst.
+        read = self.http.timeout.read if deadline is None else deadline - time.monotonic()
+        timeout = httpx.Timeout(self.http.timeout.connect, read=max(0.1, read or 60.0))
         try:
-            with self.http.stream("GET", path, headers={"Accept": "text/event-stream"}) as response:
+            with self.http.stream(
+                "GET", path, headers={"Accept": "text/event-stream"}, timeout=timeout
+            ) as response:
                 if not s.is_event_stream(response):
                     response.read()
                     self.events = False if s.lacks_events(response) else self.events
@@ -219,7 +225,7 @@ class Client:
                     if deadline is not None and time.monotonic() >= deadline:
                         return None
         except httpx.TransportError:
-            pass  # the long polls retry, and raise Unreachable if it persists
+            pass  # or a read timeout at the deadline: the long polls take over from here
         return None
 
     def _long_poll(self, job_id: str, wait: float) -> Job | None:

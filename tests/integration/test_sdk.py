@@ -70,7 +70,8 @@ def test_wait_long_polls_until_the_job_ends(
         with pytest.raises(WaitTimeout) as timed_out:
             mlq.wait(accepted.job_id, timeout=0.5, on_progress=lambda j: seen.append(j.status))
     assert timed_out.value.job.status == JobStatus.QUEUED
-    assert seen == [JobStatus.QUEUED]
+    # Once per live event or long poll (a gateway with events may report both).
+    assert seen and set(seen) == {JobStatus.QUEUED}
     done = mlq.wait(accepted.job_id, timeout=20)
     assert done.status == JobStatus.SUCCEEDED and done.finished_at is not None
 
