@@ -8,6 +8,7 @@ starting one: CI's Redis service container, the test compose's `redis`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
@@ -110,6 +111,21 @@ def csv_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Ite
         db_offset=1,
         csv_chunk_rows="100",
         max_upload_bytes=str(4 * 1024 * 1024),
+    ) as system:
+        yield system
+
+
+# Two API keys for the keyed system: each sees only its own jobs.
+API_KEYS = ("mlq_test_alice_0123456789", "mlq_test_bob_0123456789")
+
+
+@pytest.fixture(scope="session")
+def keyed_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    """A system whose gateway requires API keys (`API_KEYS`): the SDK, the CLI and the page's
+    key field are tested against it."""
+    digests = ",".join(hashlib.sha256(k.encode()).hexdigest() for k in API_KEYS)
+    with running_system(
+        tmp_path_factory.mktemp("keyed-system"), model_dir, db_offset=2, api_keys=digests
     ) as system:
         yield system
 
