@@ -39,6 +39,7 @@ class BatchJob(TypedDict):
 
     id: str
     rows: list[list[float]]
+    trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)
 
 
 class PredictBatchKwargs(TypedDict):
@@ -68,3 +69,4 @@ class ScoreChunkKwargs(TypedDict):
     model: str  # "name:version", resolved by the gateway
     layout: LayoutDict
     on_error: str  # "fail" or "skip" (`shared.csvjobs.ON_ERROR`)
+    trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)

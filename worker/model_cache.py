@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shared import tracing
 from shared.model import Model
 from shared.registry import Registry
 from shared.schemas import ModelInfo
@@ -37,7 +38,9 @@ class ModelCache:
     def _load(self, info: ModelInfo) -> Model:
         path = self.registry.artifact(info)  # raises ModelError unless the sha256 matches
         started = time.perf_counter()
-        model = self._loader(path)
+        attributes = {tracing.MODEL: info.name, tracing.VERSION: info.version}
+        with tracing.span("mlqueue.model_load", attributes):
+            model = self._loader(path)
         seconds = time.perf_counter() - started
         metrics.observe_model_load(info.name, info.version, seconds)
         log.info(
