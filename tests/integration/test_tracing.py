@@ -229,9 +229,11 @@ def test_a_json_job_is_one_trace_from_request_to_prediction(
     assert answer.json()["data"] == second.predict(np.asarray([row])).tolist()
     job = {tracing.JOB_ID: job_id}
     spans = received.until(
-        lambda s: any(x.name == "mlqueue.queue_wait" and _has(x, job) for x in s)
-        and any(x.name == "mlqueue.wait" and _has(x, job) for x in s)
-        and any(x.name == "mlqueue.store" and x.service == tracing.WORKER for x in s)
+        lambda s: (
+            any(x.name == "mlqueue.queue_wait" and _has(x, job) for x in s)
+            and any(x.name == "mlqueue.wait" and _has(x, job) for x in s)
+            and any(x.name == "mlqueue.store" and x.service == tracing.WORKER for x in s)
+        )
     )
     submit = one(spans, "mlqueue.submit", **job)
     assert submit.service == tracing.GATEWAY
@@ -261,6 +263,7 @@ def test_a_json_job_is_one_trace_from_request_to_prediction(
                and s.name not in ("mlqueue.predict", "mlqueue.store", "mlqueue.model_load")
                for s in spans)  # fmt: skip
     assert_no_feature_values(spans, [row])
+    print("\none-row job:\n" + render(spans, submit.trace_id))
     # Both sides' lines about the job carry its trace id.
     gateway_lines = log_lines(system.workdir / "gateway.log", job_id)
     worker_lines = log_lines(system.worker_log, job_id)
@@ -269,3 +272,168 @@ def test_a_json_job_is_one_trace_from_request_to_prediction(
     for line in gateway_lines + worker_lines:
         if "trace_id" in line and line["event"] != "job started":
             assert line["trace_id"] == submit.trace_id, line
+
+
+def render(spans: list[Span], trace_id: str) -> str:
+    """One trace as an indented tree with durations (printed: `pytest -s` shows samples)."""
+    inside = sorted((s for s in spans if s.trace_id == trace_id), key=lambda s: s.start)
+    ids = {s.span_id for s in inside}
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for s in inside:
+            if s.parent_id == parent or (depth == 0 and s.parent_id not in ids and not parent):
+                lines.append(f"{'  ' * depth}{s.name} [{s.service}] {s.ms:.2f} ms")
+                walk(s.span_id, depth + 1)
+
+    walk("", 0)
+    return "\n".join(lines)
+
+
+def test_concurrent_jobs_share_batch_messages_that_link_each_job(
+    traced: tuple[System, Receiver], estimator: Any, diabetes_rows: list[list[float]]
+) -> None:
+    system, received = traced
+    jobs = [[diabetes_rows[i], diabetes_rows[i + 1]] for i in range(0, 32, 2)]
+
+    async def run_one(client: httpx.AsyncClient, rows: list[list[float]]) -> tuple[str, Any]:
+        submitted = await client.post("/v1/jobs", json={"data": rows})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        answer = await client.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
+        assert answer.status_code == 200, answer.text
+        return job_id, answer.json()["data"]
+
+    async def run_all() -> list[tuple[str, Any]]:
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=60) as client:
+            return await asyncio.gather(*(run_one(client, rows) for rows in jobs))
+
+    results = asyncio.run(run_all())
+    for rows, (_, predictions) in zip(jobs, results, strict=True):
+        assert predictions == estimator.predict(np.asarray(rows)).tolist()
+    job_ids = [job_id for job_id, _ in results]
+    spans = received.until(
+        lambda s: (
+            {x.attributes.get(tracing.JOB_ID) for x in s if x.name == "mlqueue.queue_wait"}
+            >= set(job_ids)
+        )
+    )
+    submits = {
+        job_id: one(spans, "mlqueue.submit", **{tracing.JOB_ID: job_id}) for job_id in job_ids
+    }
+    by_submit = {(s.trace_id, s.span_id): job_id for job_id, s in submits.items()}
+    batches = [s for s in spans if s.name == "mlqueue.batch" and set(s.links) & set(by_submit)]
+    # Every job's submit span is linked by exactly one batch span.
+    linked = [by_submit[link] for b in batches for link in b.links]
+    assert sorted(linked) == sorted(job_ids)
+    shared = [b for b in batches if len(b.links) > 1]
+    assert shared, "no batch message carried several jobs"
+    for batch in batches:
+        assert batch.attributes[tracing.JOBS] == len(batch.links)
+        if len(batch.links) > 1:
+            assert batch.parent_id == ""  # many traces meet here: a trace of its own
+        else:
+            assert (batch.trace_id, batch.parent_id) == batch.links[0]
+        publish = child(spans, batch, "apply_async/mlqueue.predict_batch")
+        run = child(spans, publish, "run/mlqueue.predict_batch")
+        predict = child(spans, run, "mlqueue.predict")
+        assert predict.attributes[tracing.ROWS] == 2 * len(batch.links)
+        assert predict.attributes[tracing.JOBS] == len(batch.links)
+        # Each job's queue wait sits in the job's own trace and links the batch's task.
+        for trace_id, span_id in batch.links:
+            job_id = by_submit[(trace_id, span_id)]
+            wait = child(spans, submits[job_id], "mlqueue.queue_wait", **{tracing.JOB_ID: job_id})
+            assert wait.links == ((run.trace_id, run.span_id),)
+    # A job that shared a message: its worker lines are in its own trace, not the batch's.
+    job_id = by_submit[shared[0].links[0]]
+    worker_lines = [line for line in log_lines(system.worker_log, job_id) if "trace_id" in line]
+    assert {line["event"] for line in worker_lines} >= {"job started", "job succeeded"}
+    assert {line["trace_id"] for line in worker_lines} == {submits[job_id].trace_id}
+    assert_no_feature_values(spans, jobs)
+    print("\nshared batch:\n" + render(spans, shared[0].trace_id))
+
+
+def test_a_csv_job_traces_each_chunk_across_the_queue(
+    traced: tuple[System, Receiver], http: httpx.Client, estimator: Any,
+    diabetes_rows: list[list[float]],
+) -> None:  # fmt: skip
+    system, received = traced
+    rows = diabetes_rows[:250]  # 3 chunks of at most 100 lines
+    lines = [",".join(FEATURES)] + [",".join(map(repr, r)) for r in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    response = http.post("/v1/jobs/csv", files={"file": ("in.csv", data, "text/csv")})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    answer = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30})
+    assert answer.status_code == 200, answer.text
+    scored = [float(line.split(",")[-1]) for line in answer.text.splitlines()[1:]]
+    assert scored == pytest.approx(estimator.predict(np.asarray(rows)).tolist(), rel=1e-12)
+    job = {tracing.JOB_ID: job_id}
+    spans = received.until(
+        lambda s: (
+            len([x for x in s if x.name == "mlqueue.queue_wait" and _has(x, job)]) == 3
+            and len([x for x in s if x.name == "mlqueue.store" and _has(x, job)]) == 3
+        )
+    )
+    submit = one(spans, "mlqueue.submit", **job)
+    assert submit.attributes[tracing.JOB_KIND] == "csv"
+    assert submit.attributes[tracing.MODEL] == "demo"
+    publishes = [s for s in spans if s.parent_id == submit.span_id
+                 and s.name == "apply_async/mlqueue.score_chunk"]  # fmt: skip
+    assert len(publishes) == 3
+    chunk_rows = []
+    for publish in publishes:
+        run = child(spans, publish, "run/mlqueue.score_chunk")
+        assert run.service == tracing.WORKER
+        predict = child(spans, run, "mlqueue.predict")
+        chunk_rows.append(predict.attributes[tracing.ROWS])
+        store = child(spans, run, "mlqueue.store", **job)
+        assert store.attributes[tracing.CHUNK] == predict.attributes[tracing.CHUNK]
+        wait = child(
+            spans,
+            submit,
+            "mlqueue.queue_wait",
+            **{**job, tracing.CHUNK: store.attributes[tracing.CHUNK]},
+        )
+        assert wait.links == ((run.trace_id, run.span_id),)
+    assert sorted(chunk_rows) == [50, 100, 100]
+    gateway_lines = [
+        x for x in log_lines(system.workdir / "gateway.log", job_id) if "trace_id" in x
+    ]
+    worker_lines = [x for x in log_lines(system.worker_log, job_id) if "trace_id" in x]
+    assert "csv upload accepted" in {x["event"] for x in gateway_lines}
+    assert {"chunk scored", "job succeeded"} <= {x["event"] for x in worker_lines}
+    assert {x["trace_id"] for x in gateway_lines + worker_lines} == {submit.trace_id}
+    assert_no_feature_values(spans, rows)
+    print("\ncsv job:\n" + render(spans, submit.trace_id))
+
+
+def test_a_directly_enqueued_task_continues_the_callers_trace(
+    traced: tuple[System, Receiver], estimator: Any, diabetes_rows: list[list[float]]
+) -> None:
+    system, received = traced
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    app = Celery(broker=system.redis_url, backend=system.redis_url)
+    try:
+        sent = app.send_task(
+            "mlqueue.predict",
+            kwargs={"rows": diabetes_rows[:3]},
+            queue="mlqueue",
+            # What another service's Celery instrumentation puts in the message headers.
+            headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
+        )
+        result = sent.get(timeout=30)
+    finally:
+        app.close()
+    assert result["predictions"] == estimator.predict(np.asarray(diabetes_rows[:3])).tolist()
+    job = {tracing.JOB_ID: sent.id}
+    spans = received.until(lambda s: any(x.name == "mlqueue.store" and _has(x, job) for x in s))
+    run = one([s for s in spans if s.trace_id == trace_id], "run/mlqueue.predict")
+    assert (run.trace_id, run.parent_id, run.service) == (trace_id, span_id, tracing.WORKER)
+    predict = child(spans, run, "mlqueue.predict", **job)
+    assert (predict.attributes[tracing.ROWS], predict.attributes[tracing.MODEL]) == (3, "demo")
+    child(spans, run, "mlqueue.store", **job)
+    worker_lines = [x for x in log_lines(system.worker_log, sent.id) if "trace_id" in x]
+    assert "job succeeded" in {x["event"] for x in worker_lines}
+    assert {x["trace_id"] for x in worker_lines} == {trace_id}
+    print("\ndirect task:\n" + render(spans, trace_id))
