@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -219,3 +222,44 @@ async def test_each_job_of_a_batch_message_carries_its_own_context(
     assert len(batches) == len(sent) < 6
     linked = [link.context.span_id for b in batches for link in b.links]
     assert sorted(linked) == sorted(s.context.span_id for s in submits.values())
+
+
+WITHOUT_THE_EXTRA = """
+import sys
+
+# What the extra adds (FastAPI itself may bring opentelemetry-api).
+EXTRA = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation")
+
+class NoOpenTelemetry:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(EXTRA):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoOpenTelemetry())
+from gateway.app import create_app
+from shared import tracing
+import worker.tasks, worker.csv_tasks
+
+create_app()
+assert not tracing.setup("mlqueue-gateway", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+assert not tracing.ON
+assert not [m for m in sys.modules if m.startswith(EXTRA)]
+print("untraced")
+"""
+
+
+def test_without_the_tracing_extra_both_sides_run_untraced() -> None:
+    """An image or a user without `mlqueue[tracing]`: an endpoint set by mistake changes nothing."""
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_EXTRA],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "untraced"
+    assert "the `tracing` extra is not installed" in done.stderr
