@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Span, SpanContext, Tracer
 
 ON = False
@@ -89,11 +90,41 @@ def setup(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
     )
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES/OTEL_SERVICE_NAME; ours is the default.
     resource = Resource.create({} if named else {"service.name": service_name})
-    provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+    configured_sampler = TracerProvider().sampler  # what OTEL_TRACES_SAMPLER(_ARG) ask for
+    provider = TracerProvider(resource=resource, sampler=_no_lone_redis(configured_sampler))
     provider.add_span_processor(BatchSpanProcessor(_exporter(environ)))
     trace.set_tracer_provider(provider)
     enable(provider)
     return True
+
+
+def _no_lone_redis(sampler: Sampler) -> Sampler:
+    """`sampler`, except that a client span outside any trace (a Redis command of a health probe,
+    a metrics scrape or a background loop: the only client calls instrumented here) is dropped
+    instead of making a one-span trace of its own."""
+    from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
+    from opentelemetry.sdk.trace.sampling import Sampler as Base
+    from opentelemetry.trace import SpanKind, get_current_span
+
+    class NoLoneRedis(Base):
+        def should_sample(
+            self,
+            parent_context: Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            *args: Any,
+            **kwargs: Any,
+        ) -> SamplingResult:
+            lone = not get_current_span(parent_context).get_span_context().is_valid
+            if lone and kind is SpanKind.CLIENT:
+                return SamplingResult(Decision.DROP)
+            return sampler.should_sample(parent_context, trace_id, name, kind, *args, **kwargs)
+
+        def get_description(self) -> str:
+            return f"NoLoneRedis{{{sampler.get_description()}}}"
+
+    return NoLoneRedis()
 
 
 def _exporter(environ: Mapping[str, str]) -> Any:

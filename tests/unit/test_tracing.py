@@ -263,3 +263,20 @@ def test_without_the_tracing_extra_both_sides_run_untraced() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "untraced"
     assert "the `tracing` extra is not installed" in done.stderr
+
+
+def test_a_client_span_outside_any_trace_is_dropped_not_exported() -> None:
+    """A Redis command of a health probe or a background loop makes no one-span trace."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=tracing._no_lone_redis(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("PING", kind=SpanKind.CLIENT):
+        pass
+    with tracer.start_as_current_span("POST /v1/jobs", kind=SpanKind.SERVER):
+        with tracer.start_as_current_span("HSET", kind=SpanKind.CLIENT):
+            pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["HSET", "POST /v1/jobs"]
