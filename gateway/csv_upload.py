@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 import orjson
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, traces
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.publisher import Publisher
@@ -157,7 +157,7 @@ class CsvUpload:
         )
         await self.jobs.create_many([record])
         if tracing.ON:
-            tracing.set_attributes(_span_attributes(self.job_id, self.info))
+            tracing.set_attributes(traces.job_attributes(self.job_id, "csv", self.info))
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
@@ -216,7 +216,3 @@ class CsvUpload:
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
-
-
-def _span_attributes(job_id: str, info: ModelInfo) -> tracing.Attributes:
-    return {tracing.JOB_ID: job_id, tracing.MODEL: info.name, tracing.VERSION: info.version}

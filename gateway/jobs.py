@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway import metrics
+from gateway import metrics, traces
 from gateway.batcher import Batcher
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload
@@ -27,15 +27,7 @@ from shared import jobstore, tracing
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
-from shared.schemas import (
-    CsvErrors,
-    JobAccepted,
-    JobResult,
-    JobStatus,
-    JobView,
-    LineError,
-    ModelInfo,
-)
+from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
 from shared.settings import Settings
 from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
 
@@ -84,7 +76,7 @@ class Jobs:
         )
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
-        with tracing.span("mlqueue.submit", _span_attributes(job_id, "json", info, len(rows))):
+        with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
             await self.batcher.add(record, rows, f"{info.name}:{info.version}")
             metrics.job_submitted(info.name, "json", len(rows))
             extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
@@ -210,13 +202,3 @@ class Jobs:
     async def _publish_batch(self, message_id: str, message: PredictBatchKwargs) -> None:
         summary = f"<{len(message['jobs'])} jobs>"
         await self.publisher.send(PREDICT_BATCH, message_id, message, summary)
-
-
-def _span_attributes(job_id: str, kind: str, info: ModelInfo, rows: int) -> tracing.Attributes:
-    return {
-        tracing.JOB_ID: job_id,
-        tracing.JOB_KIND: kind,
-        tracing.MODEL: info.name,
-        tracing.VERSION: info.version,
-        tracing.ROWS: rows,
-    }

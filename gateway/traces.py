@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from shared import tracing
+from shared.schemas import ModelInfo
 from shared.tasks import BatchJob
 
 if TYPE_CHECKING:  # the `tracing` extra may be absent
@@ -55,3 +56,18 @@ def batch_span(
     return tracing.span(
         "mlqueue.batch", attributes, carrier=single, links=carriers, root=single is None
     )
+
+
+def job_attributes(
+    job_id: str, kind: str, info: ModelInfo, rows: int | None = None
+) -> tracing.Attributes:
+    """A submit span's attributes: ids, names and counts, never feature values."""
+    attributes: dict[str, str | int] = {
+        tracing.JOB_ID: job_id,
+        tracing.JOB_KIND: kind,
+        tracing.MODEL: info.name,
+        tracing.VERSION: info.version,
+    }
+    if rows is not None:
+        attributes[tracing.ROWS] = rows
+    return attributes
