@@ -276,7 +276,9 @@ def test_a_client_span_outside_any_trace_is_dropped_not_exported() -> None:
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("PING", kind=SpanKind.CLIENT):
         pass
-    with tracer.start_as_current_span("POST /v1/jobs", kind=SpanKind.SERVER):
-        with tracer.start_as_current_span("HSET", kind=SpanKind.CLIENT):
-            pass
+    with (
+        tracer.start_as_current_span("POST /v1/jobs", kind=SpanKind.SERVER),
+        tracer.start_as_current_span("HSET", kind=SpanKind.CLIENT),
+    ):
+        pass
     assert [s.name for s in exporter.get_finished_spans()] == ["HSET", "POST /v1/jobs"]
