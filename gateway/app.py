@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
-from gateway import deps, errors, traces
+from gateway import deps, errors, keys, traces
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
+        keys.log_auth_state(settings)
         state = app.state.gateway = GatewayState.create(settings)
         state.start()
         try:

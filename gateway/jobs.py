@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway import metrics, traces
+from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload
@@ -57,7 +57,7 @@ class Jobs:
         self.registry = registry
         self.events = events
         self.publisher = publisher
-        self.store = JobStore(redis, settings.result_ttl)
+        self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings))
         self.chunks = CsvStore(redis, settings.result_ttl)
         self.batcher = Batcher(
             self.store,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -113,27 +113,37 @@ class Settings(BaseSettings):
     """SHA-256 hex digests of the accepted API keys (`python -m gateway.keys` makes a pair).
     Empty: no authentication (local use). Set: every `/v1` route and `/predict*` need
     `Authorization: Bearer <key>`. From the environment either a JSON list or comma-separated."""
+    admin_keys: Annotated[list[str], NoDecode] = []
+    """SHA-256 hex digests of admin API keys (same format as `api_keys`; they need not be listed
+    there too). An admin key is also accepted everywhere and sees ownerless jobs: those enqueued
+    directly through Celery or created before keys were turned on, which other keys cannot see."""
     metrics_public: bool = False
     """Whether `/metrics` is served without an API key when keys are configured."""
     max_queue_depth: int = Field(10_000, ge=1)
     """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
-    def _parse_api_keys(cls, value: object) -> object:
+    def _parse_digests(cls, value: object, info: ValidationInfo) -> object:
+        name = str(info.field_name)
         if isinstance(value, str):
+            if value == "":  # set but empty (`MLQUEUE_API_KEYS=` in an env file): off
+                return []
             text = value.strip()
-            value = orjson.loads(text) if text.startswith("[") else text.split(",")
-        if isinstance(value, list):
-            digests = [str(v).strip().lower() for v in value if str(v).strip()]
-            bad = [d for d in digests if not _SHA256_HEX.match(d)]
-            if bad:
-                # Say which entry is wrong without echoing it: it may be a key pasted by mistake.
+            try:
+                value = orjson.loads(text) if text.startswith("[") else text.split(",")
+            except orjson.JSONDecodeError:
+                raise ValueError(f"{name} is not a JSON list (nor comma-separated)") from None
+            digests = _digests(name, value)
+            if not digests:
+                # A value meant to hold keys ("," or '[""]') must not silently turn auth off.
                 raise ValueError(
-                    f"api_keys must be SHA-256 hex digests (64 hex digits); entry "
-                    f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
+                    f"{name} is set but holds no SHA-256 digest; unset it (or set it empty) "
+                    "to turn authentication off, or hash a key with `python -m gateway.keys`"
                 )
             return digests
+        if isinstance(value, list):
+            return _digests(name, value)
         return value
 
     @model_validator(mode="after")
@@ -150,6 +160,21 @@ class Settings(BaseSettings):
     def backend_url(self) -> str:
         """The result backend URL (the broker's unless set)."""
         return (self.result_backend_url or self.redis_url).get_secret_value()
+
+
+def _digests(name: str, value: object) -> list[str]:
+    """The entries of `value` as lower-case digests (blank entries dropped); `ValueError` naming
+    the first entry that is not one, without echoing it (it may be a key pasted by mistake)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of SHA-256 hex digests")
+    digests = [str(v).strip().lower() for v in value if str(v).strip()]
+    bad = [d for d in digests if not _SHA256_HEX.match(d)]
+    if bad:
+        raise ValueError(
+            f"{name} must be SHA-256 hex digests (64 hex digits); entry "
+            f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
+        )
+    return digests
 
 
 @lru_cache

@@ -42,7 +42,7 @@ class Runtime:
             retry_on_error=[ConnectionError, TimeoutError],
         )
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
-        loader = partial(SklearnModel.load, fast=settings.fast_predict)
+        loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
         return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
 
     def warm(self) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
 from gateway.routes.jobs import PROBLEMS, JobId
-from shared.schemas import CsvErrors, JobAccepted, Problem
+from shared.schemas import MODEL_PATTERN, CsvErrors, JobAccepted, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -58,7 +58,12 @@ async def submit_csv(
     owner: OwnerDep,
     response: Response,
     model: Annotated[
-        str | None, Query(description='A model name, "name:version" or "default".')
+        str | None,
+        Query(
+            description='A model name, "name:version" or "default".',
+            max_length=200,
+            pattern=MODEL_PATTERN,
+        ),
     ] = None,
     id_column: Annotated[
         str | None, Query(description="Column passed through to the result.")

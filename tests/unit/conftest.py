@@ -43,17 +43,21 @@ class MockModel:
     def load(cls, path: Path) -> MockModel:
         return cls()
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MockModel:
+        return cls()
+
 
 class CountingLoader:
     """A model loader that counts its calls: how often a model was really loaded, not cached."""
 
-    def __init__(self, load: Callable[[Path], Any]) -> None:
+    def __init__(self, load: Callable[[bytes], Any]) -> None:
         self.load = load
         self.calls = 0
 
-    def __call__(self, path: Path) -> Any:
+    def __call__(self, data: bytes) -> Any:
         self.calls += 1
-        return self.load(path)
+        return self.load(data)
 
 
 class FakePublisher:
@@ -93,7 +97,7 @@ def server() -> fakeredis.FakeServer:
 
 @pytest.fixture
 def loader() -> CountingLoader:
-    return CountingLoader(MockModel.load)
+    return CountingLoader(MockModel.from_bytes)
 
 
 @pytest.fixture

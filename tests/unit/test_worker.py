@@ -42,7 +42,7 @@ def view(runtime: Runtime, job_id: str) -> dict[str, object]:
         ([[*ROW[:3], "1.5", *ROW[4:]]], "row 0: column 3: expected a number, got str"),
         ([[*ROW[:3], True, *ROW[4:]]], "row 0: column 3: expected a number, got bool"),
         ([[*ROW[:3], None, *ROW[4:]]], "row 0: column 3: expected a number, got NoneType"),
-        ([[*ROW[:9], float("nan")]], "row 0: column 9: value nan is not finite"),
+        ([[*ROW[:9], float("nan")]], "row 0: column 9: non-finite value nan"),
     ],
 )
 def test_worker_validation_names_row_and_column(rows: object, message: str) -> None:
@@ -168,7 +168,7 @@ def test_registry_resolves_names_and_versions(model_dir: Path, tmp_path: Path) -
     assert registry.resolve("demo").version == "2"
     assert registry.resolve("demo:1").version == "1"
     assert [(m.name, m.version) for m in registry.all_versions()] == [("demo", "2"), ("demo", "1")]
-    for bad in ("demo:3", "other", "../etc", "demo:x"):
+    for bad in ("demo:3", "other", "../etc", "demo:x", "..", ".", ".demo"):
         with pytest.raises(ModelNotFound):
             registry.resolve(bad)
 
