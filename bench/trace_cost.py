@@ -1,6 +1,6 @@
 """Tracing's cost in CPU per job: the same system with tracing off and on, alternated.
 
-    python -m bench.trace_cost --rounds 2 --clients 16 --requests 60
+    python -m bench.trace_cost --rounds 2 --clients 16 --requests 60 [--ratio 0.1]
 
 Wall-clock throughput on a shared, loaded machine swings with the other work on it; the CPU time
 that the gateway and worker processes spend per job swings far less. Each round starts Redis, one
@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=60, help="jobs per client per round")
+    parser.add_argument(
+        "--ratio", type=float, default=None, help="also run 'on' keeping this share of traces"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlqueue-trace-cost-"))
     info = train_demo(Registry(work / "models", "demo"), "demo")
@@ -127,8 +130,16 @@ def main() -> None:
     try:
         with sink() as (port, counts):
             on = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces"}
+            modes: list[tuple[str, dict[str, str]]] = [("off", {}), ("on", on)]
+            if args.ratio is not None:
+                sampled = {
+                    **on,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": str(args.ratio),
+                }
+                modes.append((f"on, {args.ratio:g} sampled", sampled))
             for i in range(args.rounds):
-                for mode, extra in (("off", {}), ("on", on)):
+                for mode, extra in modes:
                     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
                     spans_before = counts["spans"]
                     load_before = os.getloadavg()[0]
@@ -144,7 +155,7 @@ def main() -> None:
                     print(json.dumps(result), flush=True)
     finally:
         processes.stop(redis)
-    for mode in ("off", "on"):
+    for mode in dict.fromkeys(r["tracing"] for r in rows):
         mine = [r for r in rows if r["tracing"] == mode]
         gateway = sum(r["gateway_cpu_ms_per_job"] for r in mine) / len(mine)
         worker = sum(r["worker_cpu_ms_per_job"] for r in mine) / len(mine)

@@ -90,7 +90,8 @@ def setup(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
     )
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES/OTEL_SERVICE_NAME; ours is the default.
     resource = Resource.create({} if named else {"service.name": service_name})
-    configured_sampler = TracerProvider().sampler  # what OTEL_TRACES_SAMPLER(_ARG) ask for
+    # What OTEL_TRACES_SAMPLER(_ARG) ask for, as the SDK reads them.
+    configured_sampler = TracerProvider(shutdown_on_exit=False).sampler
     provider = TracerProvider(resource=resource, sampler=_no_lone_redis(configured_sampler))
     provider.add_span_processor(BatchSpanProcessor(_exporter(environ)))
     trace.set_tracer_provider(provider)
