@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Mapping
 import orjson
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, traces
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.publisher import Publisher
 from gateway.store import JobStore
-from shared import csvjobs, jobstore
+from shared import csvjobs, jobstore, tracing
 from shared.chunks import BOM, Chunk, Chunker, split_first
 from shared.csvformat import Layout, check_text, layout_for
 from shared.errors import InvalidInput, JobConflict
@@ -156,6 +156,8 @@ class CsvUpload:
             id_column=self.options.id_column or "",
         )
         await self.jobs.create_many([record])
+        if tracing.ON:
+            tracing.set_attributes(traces.job_attributes(self.job_id, "csv", self.info))
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
@@ -168,6 +170,8 @@ class CsvUpload:
             self.layout,
             self.options.on_error,
         )
+        if tracing.ON:  # the job's submit span, for the worker's queue wait (and a resent chunk)
+            kwargs["trace"] = tracing.carrier()
         if self.stopped or not await self.chunks.store(self.job_id, chunk, orjson.dumps(kwargs)):
             self.stopped = True
             return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway import keys, metrics
+from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload
@@ -23,7 +23,7 @@ from gateway.events import JobEvents
 from gateway.publisher import Publisher
 from gateway.store import JobStore
 from gateway.validation import check_rows
-from shared import jobstore
+from shared import jobstore, tracing
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
@@ -76,10 +76,11 @@ class Jobs:
         )
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
-        await self.batcher.add(record, rows, f"{info.name}:{info.version}")
-        metrics.job_submitted(info.name, "json", len(rows))
-        extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
-        log.info("job submitted", extra={**extra, "rows": len(rows)})
+        with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
+            await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+            metrics.job_submitted(info.name, "json", len(rows))
+            extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
+            log.info("job submitted", extra={**extra, "rows": len(rows)})
         return JobAccepted(
             job_id=job_id,
             status=JobStatus.QUEUED,
@@ -100,7 +101,8 @@ class Jobs:
         upload = CsvUpload(
             self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
         )
-        return await upload.run(content_type, body)
+        with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
+            return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
@@ -112,7 +114,8 @@ class Jobs:
         """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
-        with self.events.subscription(job_id) as finished:
+        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
+        with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
             while True:
                 view, predictions = await self.store.result(job_id, owner)
                 remaining = deadline - loop.time()

@@ -14,7 +14,7 @@ from typing import Unpack
 import numpy as np
 import orjson
 
-from shared import csvjobs
+from shared import csvjobs, tracing
 from shared.csvformat import MAX_REPORTED, describe
 from shared.csvjobs import ChunkOutcome
 from shared.errors import InvalidInput
@@ -94,7 +94,13 @@ def _score(
     if parsed.errors and message["on_error"] != "skip":
         raise InvalidInput(describe(parsed.errors), errors=parsed.errors[:MAX_REPORTED])
     predict_started = time.perf_counter()
-    predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)
+    attributes: tracing.Attributes = {
+        tracing.MODEL: info.name,
+        tracing.VERSION: info.version,
+        tracing.ROWS: rows,
+    }
+    with tracing.span("mlqueue.predict", {**attributes, tracing.CHUNK: index}):
+        predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)
     seconds = time.perf_counter() - predict_started
     metrics.observe_predict(info.name, info.version, len(parsed.X), seconds)
     if len(predictions) != len(parsed.X):
@@ -102,4 +108,5 @@ def _score(
     raw = np.asarray(predictions, dtype="<f8").tobytes()
     ids = orjson.dumps(parsed.ids) if parsed.ids is not None else b""
     report = parsed.errors[: csvjobs.MAX_SKIP_REPORT]
-    return chunks.done(job_id, index, rows, raw, ids, orjson.dumps(report) if report else b"")
+    with tracing.span("mlqueue.store", {tracing.JOB_ID: job_id, tracing.CHUNK: index}):
+        return chunks.done(job_id, index, rows, raw, ids, orjson.dumps(report) if report else b"")

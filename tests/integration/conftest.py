@@ -12,7 +12,7 @@ import hashlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +57,15 @@ class System:
 
 @contextlib.contextmanager
 def running_system(
-    workdir: Path, model_dir: Path, db_offset: int = 0, **settings: str
+    workdir: Path,
+    model_dir: Path,
+    db_offset: int = 0,
+    environ: Mapping[str, str] | None = None,
+    **settings: str,
 ) -> Iterator[System]:
     """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after.
-    `db_offset` keeps a second system on a given Redis apart from the first."""
+    `db_offset` keeps a second system on a given Redis apart from the first; `environ` adds other
+    variables (`OTEL_*`)."""
     http_port, metrics_port = processes.free_port(), processes.free_port()
     redis, redis_url = _redis(workdir, db_offset)
     env = {
@@ -75,6 +80,7 @@ def running_system(
         "MLQUEUE_WORKER_METRICS_PORT": str(metrics_port),
         "MLQUEUE_METRICS_DIR": str(workdir / "metrics"),
         **{f"MLQUEUE_{k.upper()}": v for k, v in settings.items()},
+        **(environ or {}),
     }
     system = System(
         redis_url,
