@@ -16,6 +16,7 @@ from shared.errors import (
     InvalidInput,
     JobConflict,
     JobNotFound,
+    MalformedRequest,
     ModelError,
     ModelNotFound,
     QueueUnavailable,
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidInput: 422,
+    MalformedRequest: 400,
     ModelNotFound: 422,  # the model is a field of the request body
     JobNotFound: 404,
     JobConflict: 409,

@@ -2,6 +2,7 @@
 
 ServiceError
 ├── InvalidInput        bad rows, columns or values
+├── MalformedRequest    a body that cannot be parsed at all (a broken multipart form)
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
 ├── ModelNotFound       no such model or version in the registry
@@ -25,6 +26,10 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     """Raised when submitted rows are malformed: the message names the row and column."""
+
+
+class MalformedRequest(ServiceError):
+    """Raised when a request body cannot be parsed at all: the message says what is wrong."""
 
 
 class JobNotFound(ServiceError):
