@@ -44,7 +44,7 @@ class CsvStore:
 
     async def finalize(self, job_id: str, chunks: int, rows: int) -> ChunkOutcome:
         """Record the totals once the upload ended; completes the job if every chunk is scored."""
-        call = csvjobs.finalize_call(job_id, chunks=chunks, rows=rows)
+        call = csvjobs.finalize_call(job_id, chunks=chunks, rows=rows, ttl=self.ttl)
         return csvjobs.outcome(await self._finalize(keys=call.keys, args=call.args))
 
     async def purge(self, job_id: str) -> None:

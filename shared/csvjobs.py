@@ -110,8 +110,10 @@ def layout_from(value: LayoutDict) -> Layout:
     return Layout(**value)
 
 
-# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: data, ttl,
-# task arguments (JSON), outbox member, now. "stored", else the job's status (or "missing").
+# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox, KEYS[5] done; ARGV:
+# data, ttl, task arguments (JSON), outbox member, now. "stored", else the job's status (or
+# "missing"). The record and its set are renewed with every key written beside them, so a job
+# slower than the TTL keeps its record, and nothing of it outlives its record.
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -121,8 +123,29 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[5], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
 return 'stored'
+"""
+
+# The scored chunks' results are renewed with the record, so that a job slower than the TTL
+# still has the predictions of its first chunks at the end: at most every third of the TTL while
+# chunks complete (a loop over the scored chunks), and once more when the job succeeds. Key names
+# are built here: mlqueue uses one Redis, not a cluster.
+_RENEW_RESULTS = """
+local function renew_results(job, done, ttl, now, force)
+  local last = tonumber(redis.call('HGET', job, 'renewed_at') or '0')
+  if not force and tonumber(now) - last < tonumber(ttl) / 3 then
+    return
+  end
+  redis.call('HSET', job, 'renewed_at', now)
+  for _, i in ipairs(redis.call('SMEMBERS', done)) do
+    redis.call('EXPIRE', job .. ':out:' .. i, ttl)
+    redis.call('EXPIRE', job .. ':ids:' .. i, ttl)
+    redis.call('EXPIRE', job .. ':err:' .. i, ttl)
+  end
+end
 """
 
 # KEYS[1] job, KEYS[2] done, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: index, now,
@@ -146,7 +169,9 @@ return 'running'
 
 # KEYS: job, done, in, out, ids, err; ARGV: index, rows, scored, skipped, predictions, ids,
 # errors, ttl, now, channel, job id. Returns the job's status after the call, or "duplicate".
-CHUNK_DONE = """
+CHUNK_DONE = (
+    _RENEW_RESULTS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'
@@ -154,6 +179,7 @@ end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
   return 'duplicate'
 end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[8])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8]) end
@@ -166,28 +192,39 @@ redis.call('HINCRBY', KEYS[1], 'rows_skipped', ARGV[4])
 local total = redis.call('HGET', KEYS[1], 'chunks_total')
 if total and tonumber(total) == done then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[9], 'n_rows', scored)
+  renew_results(KEYS[1], KEYS[2], ARGV[8], ARGV[9], true)
   redis.call('PUBLISH', ARGV[10], ARGV[11])
   return 'succeeded'
 end
+renew_results(KEYS[1], KEYS[2], ARGV[8], ARGV[9], false)
 return 'running'
 """
+)
 
-# KEYS[1] job; ARGV: chunks_total, rows_total, now, channel, job id. The job's status after.
-FINALIZE = """
+# KEYS[1] job, KEYS[2] done; ARGV: chunks_total, rows_total, now, channel, job id, ttl. The
+# job's status after.
+FINALIZE = (
+    _RENEW_RESULTS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'
 end
 redis.call('HSET', KEYS[1], 'chunks_total', ARGV[1], 'rows_total', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
 local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
 if done == tonumber(ARGV[1]) then
   local scored = redis.call('HGET', KEYS[1], 'rows_scored') or '0'
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3], 'n_rows', scored)
+  renew_results(KEYS[1], KEYS[2], ARGV[6], ARGV[3], true)
   redis.call('PUBLISH', ARGV[4], ARGV[5])
   return 'succeeded'
 end
+renew_results(KEYS[1], KEYS[2], ARGV[6], ARGV[3], false)
 return status
 """
+)
 
 
 def outcome(reply: object) -> ChunkOutcome:
@@ -201,6 +238,7 @@ def store_chunk_call(
 ) -> ScriptCall:
     """`STORE_CHUNK`: a chunk's bytes, and its task's arguments (JSON) in the chunk outbox."""
     keys = [job_key(job_id), in_key(job_id, index), msg_key(job_id, index), PENDING_CHUNKS]
+    keys.append(done_key(job_id))
     return ScriptCall(keys, [data, ttl, task_kwargs, pending_member(job_id, index), time.time()])
 
 
@@ -236,6 +274,7 @@ def chunk_done_call(
     return ScriptCall(keys, args)
 
 
-def finalize_call(job_id: str, *, chunks: int, rows: int) -> ScriptCall:
+def finalize_call(job_id: str, *, chunks: int, rows: int, ttl: int) -> ScriptCall:
     """`FINALIZE`: the upload ended with `chunks` chunks of `rows` lines in all."""
-    return ScriptCall([job_key(job_id)], [chunks, rows, repr(time.time()), EVENTS, job_id])
+    keys = [job_key(job_id), done_key(job_id)]
+    return ScriptCall(keys, [chunks, rows, repr(time.time()), EVENTS, job_id, ttl])
