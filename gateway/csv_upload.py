@@ -27,7 +27,7 @@ from gateway.publisher import Publisher
 from gateway.store import JobStore
 from shared import csvjobs, jobstore
 from shared.chunks import BOM, Chunk, Chunker, split_first
-from shared.csvformat import Layout, check_text, layout_for
+from shared.csvformat import Layout, check_text, excerpt, layout_for
 from shared.errors import InvalidInput, JobConflict
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
@@ -101,7 +101,8 @@ class CsvUpload:
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))
-            raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+            got = excerpt(str(error["input"]))
+            raise InvalidInput(f"{where}: {error['msg']} (got {got!r})") from exc
         self.info = self.registry.resolve(self.options.model)
 
     async def _file_end(self) -> None:

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from gateway import metrics
 from gateway.batcher import Batcher
-from gateway.csv_store import CsvStore
+from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload
 from gateway.events import JobEvents
 from gateway.publisher import Publisher
@@ -159,15 +159,20 @@ class Jobs:
             await self.chunks.purge(job_id)
         return view
 
-    async def errors(self, job_id: str, owner: str) -> CsvErrors:
-        """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
+    async def errors(
+        self, job_id: str, owner: str, cursor: str | None = None, limit: int = MAX_ERRORS_LISTED
+    ) -> CsvErrors:
+        """One page of the bad lines of a CSV job: those skipped (on_error=skip), or those that
+        failed it; `next_cursor` asks for the next page."""
+        start = ErrorCursor.parse(cursor)
         view = await self.store.get(job_id, owner)
-        listed = await self.chunks.errors(job_id)
+        listed, after = await self.chunks.errors(job_id, start, min(limit, MAX_ERRORS_LISTED))
         return CsvErrors(
             job_id=job_id,
             status=view.status,
             rows_skipped=view.progress.rows_skipped if view.progress else 0,
             errors=[LineError.model_validate(e) for e in listed],
+            next_cursor=None if after is None else str(after),
         )
 
     async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:

@@ -22,6 +22,23 @@ from typing import Final
 from shared.errors import InvalidInput
 
 MAX_REPORTED = 5
+EXCERPT_CHARS: Final = 40
+"""Characters of a cell (or header name) quoted in any message: a 130 kB cell is still named
+by line and column, but never copied whole into an error."""
+MAX_NAMES_LISTED: Final = 5
+"""Header names quoted in one message (the count of the others is given)."""
+
+
+def excerpt(cell: str) -> str:
+    """`cell` as quoted in a message: at most `EXCERPT_CHARS` characters, `…` marking a cut."""
+    return cell if len(cell) <= EXCERPT_CHARS else cell[: EXCERPT_CHARS - 1] + "\u2026"
+
+
+def names_listed(names: Sequence[str]) -> str:
+    """Header names as quoted in a message: a few, each cut, and how many more."""
+    shown = [excerpt(n) for n in names[:MAX_NAMES_LISTED]]
+    more = len(names) - len(shown)
+    return f"{shown}" + (f" (and {more} more)" if more else "")
 
 
 @dataclass(frozen=True)
@@ -66,13 +83,14 @@ def layout_for(
             missing=missing,
         )
     if id_column is not None and id_column not in position:
-        raise InvalidInput(f"line 1: header has no id column {id_column!r}", line=1)
+        raise InvalidInput(f"line 1: header has no id column {excerpt(id_column)!r}", line=1)
     extra = [c for c in cells if c not in features and c != id_column]
     if extra and not ignore_extra:
         raise InvalidInput(
-            f"line 1: unexpected columns {extra}; remove them or set ignore_extra=true",
+            f"line 1: unexpected columns {names_listed(extra)}; remove them or set "
+            "ignore_extra=true",
             line=1,
-            extra=extra,
+            extra=[excerpt(c) for c in extra[:MAX_NAMES_LISTED]],
         )
     return Layout(
         [position[f] for f in features],
@@ -107,14 +125,15 @@ def _parse_line(cells: list[str], layout: Layout) -> tuple[list[float], dict[str
     row = []
     for col in layout.feature_columns:
         cell = cells[col].strip()
-        name = layout.names[col] if col < len(layout.names) else str(col + 1)
+        name = excerpt(layout.names[col]) if col < len(layout.names) else str(col + 1)
         try:
             value = float(cell)
         except ValueError:
-            what = "empty value" if not cell else f"non-numeric value {cell[:40]!r}"
+            what = "empty value" if not cell else f"non-numeric value {excerpt(cell)!r}"
             return [], {"column": col + 1, "name": name, "msg": what}
         if not math.isfinite(value):
-            return [], {"column": col + 1, "name": name, "msg": f"non-finite value {cell!r}"}
+            msg = f"non-finite value {excerpt(cell)!r}"
+            return [], {"column": col + 1, "name": name, "msg": msg}
         row.append(value)
     return row, None
 
