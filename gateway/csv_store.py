@@ -16,7 +16,7 @@ from shared import csvjobs, jobstore, redisio
 from shared.chunks import Chunk
 from shared.csvformat import excerpt
 from shared.csvjobs import ChunkOutcome
-from shared.errors import InvalidInput, JobConflict
+from shared.errors import InvalidInput, JobConflict, ServiceError
 from shared.redisio import text
 
 MAX_ERRORS_LISTED = 1000
@@ -39,6 +39,7 @@ class CsvStore:
         self._store = redis.register_script(csvjobs.STORE_CHUNK)
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
+        self._finish = redis.register_script(jobstore.FINISH)
 
     async def store(self, job_id: str, chunk: Chunk, task_kwargs: bytes) -> bool:
         """Store a chunk's bytes, and its task's arguments (JSON) in the outbox, while the job
@@ -61,6 +62,14 @@ class CsvStore:
         sent = await self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
         for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
             await self.redis.delete(*keys)
+
+    async def fail(self, job_id: str, error: ServiceError) -> None:
+        """Fail a live job for `error` (its record stays, with the error) and delete its chunks."""
+        call = jobstore.failure_call(
+            job_id, error_type=type(error).__name__, message=error.message, ttl=self.ttl
+        )
+        await self._finish(keys=call.keys, args=call.args)
+        await self.purge(job_id)
 
     async def abort(self, job_id: str) -> None:
         """Forget a job whose upload failed: its client never learnt the id."""

@@ -28,7 +28,7 @@ from gateway.store import JobStore
 from shared import csvjobs, jobstore
 from shared.chunks import BOM, Chunk, Chunker, split_first
 from shared.csvformat import Layout, check_text, excerpt, layout_for
-from shared.errors import InvalidInput, JobConflict
+from shared.errors import InvalidInput, JobConflict, UploadStalled
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
@@ -69,11 +69,18 @@ class CsvUpload:
         form = FormReader(content_type, "file", CsvOptions.model_fields)
         self._started = time.perf_counter()
         try:
-            async for block in body:
+            async for block in idle_bounded(body, self.settings.upload_idle_timeout):
                 for event in form.feed(block):
                     await self._on(event)
             form.finish()
             return await self._finish()
+        except UploadStalled as exc:
+            if self.job_id:  # keep the record, failed, so the logs and the id tell what happened
+                exc.details["job_id"] = self.job_id
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.chunks.fail(self.job_id, exc))
+            log.warning("csv upload stalled", extra={"job_id": self.job_id or None})
+            raise
         except BaseException:
             if self.job_id:
                 with contextlib.suppress(Exception):
@@ -213,3 +220,20 @@ class CsvUpload:
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
+
+
+async def idle_bounded(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """`body`'s blocks, or `UploadStalled` once none arrives for `seconds`: neither uvicorn nor
+    the ASGI protocol bounds the wait for the next block of a request body."""
+    blocks = aiter(body)
+    while True:
+        try:
+            block = await asyncio.wait_for(anext(blocks), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled(
+                f"the upload sent nothing for {seconds:g} s (MLQUEUE_UPLOAD_IDLE_TIMEOUT) and "
+                "was abandoned; send the file again"
+            ) from None
+        yield block

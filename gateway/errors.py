@@ -21,6 +21,7 @@ from shared.errors import (
     ModelNotFound,
     QueueUnavailable,
     ServiceError,
+    UploadStalled,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     JobConflict: 409,
     ModelError: 503,
     QueueUnavailable: 503,
+    UploadStalled: 408,
 }
 RETRY_AFTER = 5
 
@@ -116,6 +118,7 @@ _TITLES = {
     400: "BadRequest",
     401: "Unauthorized",
     404: "NotFound",
+    408: "RequestTimeout",
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",

@@ -7,6 +7,7 @@ ServiceError
 ├── JobConflict         the job's state forbids the request
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
+├── UploadStalled       an upload sent nothing for too long
 └── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
 """
 
@@ -46,6 +47,10 @@ class ModelNotFound(ServiceError):
 
 class ModelError(ServiceError):
     """Raised when a model artifact fails verification or cannot be loaded."""
+
+
+class UploadStalled(ServiceError):
+    """Raised when an upload sends no bytes for `upload_idle_timeout` seconds."""
 
 
 class QueueUnavailable(ServiceError):

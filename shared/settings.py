@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     csv_max_pending_chunks: int = Field(16, ge=1)
     """Chunks of one upload stored but not yet scored before the gateway stops reading the upload
     until workers catch up; bounds the Redis memory a big file takes and lets other jobs in."""
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may send nothing before it is abandoned: the client gets a 408, the job
+    fails (`UploadStalled`) and its stored chunks are deleted, so a silent client holds no slot."""
 
     # --- Observability ------------------------------------------------------------------
     metrics_dir: Path | None = None

@@ -1,0 +1,125 @@
+"""Issue 11's defects, tried on the real system (uvicorn, a Celery worker, Redis) as a careless
+or hostile client would: each answer is a clear 4xx/5xx naming the problem, never a 500."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared import jobstore
+from tests.integration.conftest import System, consumer_paused, running_system, wait_for
+
+pytestmark = pytest.mark.integration
+FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+IDLE_TIMEOUT = 2
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    with running_system(
+        tmp_path_factory.mktemp("hardening"),
+        model_dir,
+        db_offset=4,
+        csv_chunk_rows="100",
+        upload_idle_timeout=str(IDLE_TIMEOUT),
+    ) as system:
+        yield system
+
+
+@pytest.fixture
+def http(hard: System) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=hard.base_url, timeout=60) as client:
+        yield client
+
+
+def csv_lines(rows: list[list[float]], bad: dict[int, str] | None = None) -> bytes:
+    lines = [",".join(FEATURES)] + [",".join(map(repr, r)) for r in rows]
+    for i, cell in (bad or {}).items():  # data line i (0-based) gets `cell` as its first value
+        lines[i + 1] = cell + lines[i + 1][lines[i + 1].index(",") :]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--BOUNDARY\r\n[]--BOUNDARY--",
+        b"--BOUNDARY\r\nno colon here\r\n\r\n1,2\r\n--BOUNDARY--\r\n",
+        b"--BOUNDARY\r\nContent-Disposition: form-data; name=file; x="
+        + b"a" * 10_000
+        + b"\r\n\r\n1,2\r\n--BOUNDARY--\r\n",
+    ],
+    ids=["junk after the boundary line", "a header line without a colon", "a huge part header"],
+)
+def test_a_malformed_multipart_upload_is_400_naming_the_defect(
+    http: httpx.Client, body: bytes
+) -> None:
+    headers = {"content-type": "multipart/form-data; boundary=BOUNDARY"}
+    response = http.post("/v1/jobs/csv", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["title"] == "MalformedRequest"
+    assert problem["detail"].startswith("malformed multipart body: ")
+
+
+def test_a_huge_cell_is_quoted_in_40_characters_and_errors_come_in_pages(
+    http: httpx.Client, diabetes_rows: list[list[float]]
+) -> None:
+    rows = diabetes_rows[:300]
+    huge = "1" * 130_000  # parses as infinity
+    data = csv_lines(rows, {5: huge, **{i: "x" for i in range(10, 300, 2)}})
+    form = {"on_error": "skip"}
+    response = http.post("/v1/jobs/csv", data=form, files={"file": ("a.csv", data, "text/csv")})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}).status_code == 200
+    first = http.get(f"/v1/jobs/{job_id}/errors", params={"limit": 100})
+    assert len(first.content) < 20_000
+    page = first.json()
+    assert page["rows_skipped"] == 146
+    assert page["errors"][0] == {
+        "line": 7,
+        "column": 1,
+        "name": "age",
+        "msg": "non-finite value '" + "1" * 39 + "\u2026'",
+    }
+    lines = [e["line"] for e in page["errors"]]
+    second = http.get(f"/v1/jobs/{job_id}/errors", params={"cursor": page["next_cursor"]}).json()
+    assert second["next_cursor"] is None
+    lines += [e["line"] for e in second["errors"]]
+    assert lines == [7, *range(12, 302, 2)]
+
+
+def test_a_stalled_upload_is_408_and_its_job_fails_with_its_chunks_deleted(
+    hard: System, http: httpx.Client, diabetes_rows: list[list[float]]
+) -> None:
+    part = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+    sent = part + csv_lines(diabetes_rows[:250])  # two chunks cut and stored, then silence
+    head = (
+        "POST /v1/jobs/csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: multipart/form-data; boundary=xx\r\n"
+        f"Content-Length: {len(sent) + 100_000}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    port = int(hard.base_url.rsplit(":", 1)[1])
+    with consumer_paused(hard), socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head + sent)
+        answer = b""
+        while chunk := s.recv(65536):  # the server answers, then closes, without more bytes
+            answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 408 " in status_line, answer[:500]
+        problem = json.loads(rest.partition(b"\r\n\r\n")[2])
+        assert problem["title"] == "UploadStalled"
+        assert f"nothing for {IDLE_TIMEOUT} s" in problem["detail"]
+        key = jobstore.job_key(problem["job_id"])
+        redis = hard.redis()
+        assert redis.hget(key, "status") == b"failed"
+        assert redis.hget(key, "error_type") == b"UploadStalled"
+        assert redis.keys(f"{key}:*") == []  # its stored chunks are gone
+    wait_for(lambda: hard.redis().llen("mlqueue") == 0)  # their messages are skipped
+    assert hard.redis().keys(f"{key}:*") == []
