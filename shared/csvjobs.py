@@ -28,16 +28,19 @@ from shared.tasks import LayoutDict, ScoreChunkKwargs
 ON_ERROR: Final = ("fail", "skip")
 PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
 """Outbox of chunks sent but not yet begun: member `<job id>:<index>`, score the send time."""
+RUNNING_CHUNKS: Final = f"{PREFIX}:running-chunks"
+"""Chunks begun but not yet scored: member `<job id>:<index>`, score the time they began. A chunk
+keeps its task's arguments (`msg_key`) until scored, so `worker.reaper` can send it again."""
 MAX_SKIP_REPORT: Final = 100
 """Skipped lines listed per chunk (the count is always exact)."""
 PURGE_BATCH: Final = 500
 """Keys per `DEL` when a job's chunk data is deleted."""
 
-ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing"]
+ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing", "exhausted"]
 """What a chunk script answers: the job's status, or one of the extra outcomes ("stored": the
 chunk was stored; "done": it was scored before; "duplicate": its result was recorded before;
-"missing": the job's record is gone)."""
-_EXTRA_OUTCOMES: Final = ("stored", "done", "duplicate", "missing")
+"missing": the job's record is gone; "exhausted": the chunk was begun `max_attempts` times)."""
+_EXTRA_OUTCOMES: Final = ("stored", "done", "duplicate", "missing", "exhausted")
 
 
 def in_key(job_id: str, index: int) -> str:
@@ -148,27 +151,36 @@ local function renew_results(job, done, ttl, now, force)
 end
 """
 
-# KEYS[1] job, KEYS[2] done, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: index, now,
-# outbox member. "running" to score, "done" if already scored, else the job's status ("missing"
-# when it expired). The chunk's message has arrived: it leaves the outbox.
+# KEYS[1] job, KEYS[2] done, KEYS[3] the chunk outbox, KEYS[4] running chunks; ARGV: index,
+# now, member, max attempts, ttl. "running" to score, "done" if already scored, "exhausted" once
+# begun too often, else the job's status ("missing" when it expired). The chunk's message has
+# arrived: it leaves the outbox, and is watched as running until scored.
 CHUNK_BEGIN = """
-redis.call('ZREM', KEYS[4], ARGV[3])
-redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return status or 'missing'
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return 'done'
+end
+if redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[1], 1) > tonumber(ARGV[4]) then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  return 'exhausted'
 end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
 end
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 'running'
 """
 
-# KEYS: job, done, in, out, ids, err; ARGV: index, rows, scored, skipped, predictions, ids,
-# errors, ttl, now, channel, job id. Returns the job's status after the call, or "duplicate".
+# KEYS: job, done, in, out, ids, err, msg, running chunks; ARGV: index, rows, scored, skipped,
+# predictions, ids, errors, ttl, now, channel, job id, member. Returns the job's status after
+# the call, or "duplicate".
 CHUNK_DONE = (
     _RENEW_RESULTS
     + """
@@ -184,7 +196,8 @@ redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[8])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8]) end
 if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[7])
+redis.call('ZREM', KEYS[8], ARGV[12])
 local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[2])
 local scored = redis.call('HINCRBY', KEYS[1], 'rows_scored', ARGV[3])
@@ -242,10 +255,11 @@ def store_chunk_call(
     return ScriptCall(keys, [data, ttl, task_kwargs, pending_member(job_id, index), time.time()])
 
 
-def chunk_begin_call(job_id: str, index: int) -> ScriptCall:
+def chunk_begin_call(job_id: str, index: int, *, max_attempts: int, ttl: int) -> ScriptCall:
     """`CHUNK_BEGIN`: a worker takes up chunk `index`."""
-    keys = [job_key(job_id), done_key(job_id), msg_key(job_id, index), PENDING_CHUNKS]
-    return ScriptCall(keys, [index, repr(time.time()), pending_member(job_id, index)])
+    keys = [job_key(job_id), done_key(job_id), PENDING_CHUNKS, RUNNING_CHUNKS]
+    member = pending_member(job_id, index)
+    return ScriptCall(keys, [index, repr(time.time()), member, max_attempts, ttl])
 
 
 def chunk_done_call(
@@ -268,9 +282,12 @@ def chunk_done_call(
         out_key(job_id, index),
         ids_key(job_id, index),
         err_key(job_id, index),
+        msg_key(job_id, index),
+        RUNNING_CHUNKS,
     ]
     counts: list[Arg] = [index, rows, scored, rows - scored]
     args = [*counts, predictions, ids, errors, ttl, repr(time.time()), EVENTS, job_id]
+    args.append(pending_member(job_id, index))
     return ScriptCall(keys, args)
 
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     """Seconds before a running prediction is asked to stop (it then fails cleanly)."""
     task_time_limit: int = Field(10, ge=1)
     """Seconds before a running prediction's process is killed."""
+    max_attempts: int = Field(3, ge=1)
+    """Times a job (or a CSV chunk) is started before it fails with `TooManyAttempts`: a worker
+    or Redis that fails while storing its outcome gets it redelivered or re-sent (see
+    reliability), but never endlessly."""
     result_ttl: int = Field(86_400, ge=60)
     """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
 

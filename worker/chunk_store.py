@@ -15,16 +15,18 @@ from shared.redisio import raw
 class ChunkRecorder:
     """The worker's side of a CSV job's chunk keys."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, max_attempts: int) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.max_attempts = max_attempts
         self._begin = redis.register_script(csvjobs.CHUNK_BEGIN)
         self._done = redis.register_script(csvjobs.CHUNK_DONE)
         self._finish = redis.register_script(jobstore.FINISH)
 
     def begin(self, job_id: str, index: int) -> ChunkOutcome:
-        """RUNNING to score the chunk, "done" if it was scored, else the job's status."""
-        call = csvjobs.chunk_begin_call(job_id, index)
+        """RUNNING to score the chunk, "done" if it was scored, "exhausted" if it was begun
+        `max_attempts` times already, else the job's status."""
+        call = csvjobs.chunk_begin_call(job_id, index, max_attempts=self.max_attempts, ttl=self.ttl)
         return csvjobs.outcome(self._begin(keys=call.keys, args=call.args))
 
     def data(self, job_id: str, index: int) -> bytes | None:

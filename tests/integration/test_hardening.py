@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from redis import Redis
 
 from shared import jobstore
 from tests.integration.conftest import System, consumer_paused, running_system, wait_for
+from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -123,3 +127,39 @@ def test_a_stalled_upload_is_408_and_its_job_fails_with_its_chunks_deleted(
         assert redis.keys(f"{key}:*") == []  # its stored chunks are gone
     wait_for(lambda: hard.redis().llen("mlqueue") == 0)  # their messages are skipped
     assert hard.redis().keys(f"{key}:*") == []
+
+
+def stuck_job(redis: Redis, job_id: str, attempts: int, rows: list[list[float]] | None) -> None:
+    """A job whose outcome was lost after its message was acknowledged: `running`, nobody on
+    it, begun long ago (as a worker would leave it when Redis refused the result's write)."""
+    record = jobstore.new_record(job_id, kind="json" if rows else "task", model="demo", n_rows=1)
+    record.update(status="running", started_at=repr(time.time() - 100), attempts=str(attempts))
+    if rows is not None:
+        record.update(spec="demo:1", rows=json.dumps(rows), version="1")
+    redis.hset(jobstore.job_key(job_id), mapping=record)
+    redis.expire(jobstore.job_key(job_id), 3600)
+    redis.zadd(jobstore.RUNNING, {job_id: time.time() - 100})
+
+
+def test_a_job_stuck_running_is_sent_again_or_failed_never_left_running(
+    hard: System, http: httpx.Client, model_dir: Path, diabetes_rows: list[list[float]]
+) -> None:
+    redis = hard.redis()
+    rows = diabetes_rows[:3]
+    stuck_job(redis, "stuck-once", 1, rows)
+    stuck_job(redis, "stuck-thrice", 3, rows)
+    stuck_job(redis, "stuck-direct", 1, None)
+    # The reaper (a heartbeat chore of the worker) sends the first again: it succeeds.
+    answer = http.get("/v1/jobs/stuck-once/result", params={"wait": 30})
+    assert answer.status_code == 200, answer.text
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    assert answer.json()["data"] == [float(v) for v in estimator.predict(np.asarray(rows))]
+    # The one out of attempts, and the one with nothing to send, fail saying why.
+    failed = http.get("/v1/jobs/stuck-thrice/result", params={"wait": 30})
+    assert failed.status_code == 409
+    assert failed.json()["job"]["error"]["type"] == "TooManyAttempts"
+    lost = http.get("/v1/jobs/stuck-direct/result", params={"wait": 30})
+    assert lost.status_code == 409
+    assert lost.json()["job"]["error"]["type"] == "JobLost"
+    assert "submit it again" in lost.json()["detail"]
+    assert redis.zrange(jobstore.RUNNING, 0, -1) == []
