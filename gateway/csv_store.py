@@ -40,6 +40,7 @@ class CsvStore:
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
         self._finish = redis.register_script(jobstore.FINISH)
+        self._forget = redis.register_script(csvjobs.FORGET_WAITING)
 
     async def store(self, job_id: str, chunk: Chunk, task_kwargs: bytes) -> bool:
         """Store a chunk's bytes, and its task's arguments (JSON) in the outbox, while the job
@@ -59,8 +60,10 @@ class CsvStore:
 
     async def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended (call after the status changed)."""
-        sent = await self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
-        for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
+        sent = int(await self.redis.hget(jobstore.job_key(job_id), "chunks_sent") or 0)
+        forget = csvjobs.forget_waiting_call(job_id, sent)
+        await self._forget(keys=forget.keys, args=forget.args)
+        for keys in csvjobs.purge_batches(job_id, sent):
             await self.redis.delete(*keys)
 
     async def fail(self, job_id: str, error: ServiceError) -> None:

@@ -24,6 +24,7 @@ from gateway import metrics
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
 from shared import csvjobs, jobstore
 from shared.chunks import BOM, Chunk, Chunker, split_first
@@ -60,6 +61,7 @@ class CsvUpload:
         self._chunker: Chunker | None = None
         self._done_seen = 0
         self._started = 0.0
+        self.quotas: Quotas | None = None  # the service's per-key limits, when it sets them
         self.options: CsvOptions
         self.info: ModelInfo
         self.layout: Layout
@@ -167,6 +169,9 @@ class CsvUpload:
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
+        if self.quotas is not None and not self.stopped:
+            await self.quotas.check_waiting_chunks(len(chunk.data))
+            await self.quotas.add_results(self.owner, chunk.rows)
         kwargs = csvjobs.task_kwargs(
             self.job_id,
             chunk.index,

@@ -20,6 +20,7 @@ from shared.errors import (
     ModelError,
     ModelNotFound,
     QueueUnavailable,
+    RateLimited,
     ServiceError,
     UploadStalled,
 )
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ModelError: 503,
     QueueUnavailable: 503,
     UploadStalled: 408,
+    RateLimited: 429,
 }
 RETRY_AFTER = 5
 
@@ -61,7 +63,7 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = next(STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR)
     response = problem(status, type(exc).__name__, exc.message, exc.details)
-    if isinstance(exc, QueueUnavailable):
+    if isinstance(exc, QueueUnavailable | RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
@@ -122,6 +124,7 @@ _TITLES = {
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    429: "TooManyRequests",
 }
 
 

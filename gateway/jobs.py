@@ -21,6 +21,7 @@ from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload
 from gateway.events import JobEvents
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
 from gateway.validation import check_rows
 from shared import jobstore
@@ -59,6 +60,7 @@ class Jobs:
         self.publisher = publisher
         self.store = JobStore(redis, settings.result_ttl)
         self.chunks = CsvStore(redis, settings.result_ttl)
+        self.quotas = Quotas(redis, settings)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -70,6 +72,7 @@ class Jobs:
         """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
@@ -97,10 +100,12 @@ class Jobs:
     ) -> JobAccepted:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them)."""
-        upload = CsvUpload(
-            self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
-        )
-        return await upload.run(content_type, body)
+        async with self.quotas.upload(owner):
+            upload = CsvUpload(
+                self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
+            )
+            upload.quotas = self.quotas
+            return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
@@ -109,9 +114,20 @@ class Jobs:
     async def wait(
         self, job_id: str, owner: str, timeout: float
     ) -> tuple[JobView, list[float] | None]:
-        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds.
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        view, predictions = await self.store.result(job_id, owner)
+        if view.status.finished or timeout <= 0:
+            return view, predictions
+        seconds = min(timeout, self.settings.max_wait_seconds)
+        async with self.quotas.long_poll(owner, seconds):
+            return await self._wait(job_id, owner, seconds)
+
+    async def _wait(
+        self, job_id: str, owner: str, seconds: float
+    ) -> tuple[JobView, list[float] | None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
+        deadline = loop.time() + seconds
         with self.events.subscription(job_id) as finished:
             while True:
                 view, predictions = await self.store.result(job_id, owner)

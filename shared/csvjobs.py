@@ -36,6 +36,10 @@ MAX_SKIP_REPORT: Final = 100
 PURGE_BATCH: Final = 500
 """Keys per `DEL` when a job's chunk data is deleted."""
 
+WAITING_CHUNKS: Final = f"{PREFIX}:waiting-chunks"
+"""Chunks stored and not yet scored, all jobs together: member `<job id>:<index>:<bytes>`, score
+the time their data expires; what `gateway.quotas` adds up against `max_waiting_chunk_bytes`."""
+
 ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing", "exhausted"]
 """What a chunk script answers: the job's status, or one of the extra outcomes ("stored": the
 chunk was stored; "done": it was scored before; "duplicate": its result was recorded before;
@@ -72,6 +76,11 @@ def msg_key(job_id: str, index: int) -> str:
 def pending_member(job_id: str, index: int) -> str:
     """The chunk's member in the chunk outbox, `PENDING_CHUNKS`."""
     return f"{job_id}:{index}"
+
+
+def waiting_member(job_id: str, index: int, size: int) -> str:
+    """The chunk's member in `WAITING_CHUNKS`."""
+    return f"{job_id}:{index}:{size}"
 
 
 def done_key(job_id: str) -> str:
@@ -113,10 +122,11 @@ def layout_from(value: LayoutDict) -> Layout:
     return Layout(**value)
 
 
-# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox, KEYS[5] done; ARGV:
-# data, ttl, task arguments (JSON), outbox member, now. "stored", else the job's status (or
-# "missing"). The record and its set are renewed with every key written beside them, so a job
-# slower than the TTL keeps its record, and nothing of it outlives its record.
+# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox, KEYS[5] done,
+# KEYS[6] waiting chunks; ARGV: data, ttl, task arguments (JSON), outbox member, now, waiting
+# member. "stored", else the job's status (or "missing"). The record and its set are renewed
+# with every key written beside them, so a job slower than the TTL keeps its record, and nothing
+# of it outlives its record.
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -128,6 +138,8 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])
+redis.call('EXPIRE', KEYS[6], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
 return 'stored'
 """
@@ -178,9 +190,9 @@ redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 'running'
 """
 
-# KEYS: job, done, in, out, ids, err, msg, running chunks; ARGV: index, rows, scored, skipped,
-# predictions, ids, errors, ttl, now, channel, job id, member. Returns the job's status after
-# the call, or "duplicate".
+# KEYS: job, done, in, out, ids, err, msg, running chunks, waiting chunks; ARGV: index, rows,
+# scored, skipped, predictions, ids, errors, ttl, now, channel, job id, member. Returns the
+# job's status after the call, or "duplicate".
 CHUNK_DONE = (
     _RENEW_RESULTS
     + """
@@ -196,6 +208,8 @@ redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[8])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8]) end
 if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
+local size = redis.call('STRLEN', KEYS[3])
+redis.call('ZREM', KEYS[9], ARGV[11] .. ':' .. ARGV[1] .. ':' .. size)
 redis.call('DEL', KEYS[3], KEYS[7])
 redis.call('ZREM', KEYS[8], ARGV[12])
 local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
@@ -240,6 +254,35 @@ return status
 )
 
 
+# KEYS[1] waiting chunks; ARGV: job key, job id, chunks sent. Run before a job's chunk data is
+# deleted: its chunks stop counting as waiting (sizes are read from the data itself).
+FORGET_WAITING = """
+for i = 0, tonumber(ARGV[3]) - 1 do
+  local size = redis.call('STRLEN', ARGV[1] .. ':in:' .. i)
+  if size > 0 then
+    redis.call('ZREM', KEYS[1], ARGV[2] .. ':' .. i .. ':' .. size)
+  end
+end
+return 0
+"""
+
+# KEYS[1] waiting chunks; ARGV: now. The bytes of chunks stored and not yet scored (expired
+# ones are dropped first: their data is gone too).
+WAITING_BYTES = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local total = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  total = total + tonumber(string.match(member, ':(%d+)$'))
+end
+return total
+"""
+
+
+def forget_waiting_call(job_id: str, chunks_sent: int) -> ScriptCall:
+    """`FORGET_WAITING` for a job whose chunk data is about to be deleted."""
+    return ScriptCall([WAITING_CHUNKS], [job_key(job_id), job_id, chunks_sent])
+
+
 def outcome(reply: object) -> ChunkOutcome:
     """A chunk script's reply, typed."""
     value = text(reply)
@@ -251,8 +294,10 @@ def store_chunk_call(
 ) -> ScriptCall:
     """`STORE_CHUNK`: a chunk's bytes, and its task's arguments (JSON) in the chunk outbox."""
     keys = [job_key(job_id), in_key(job_id, index), msg_key(job_id, index), PENDING_CHUNKS]
-    keys.append(done_key(job_id))
-    return ScriptCall(keys, [data, ttl, task_kwargs, pending_member(job_id, index), time.time()])
+    keys += [done_key(job_id), WAITING_CHUNKS]
+    member = pending_member(job_id, index)
+    waiting = waiting_member(job_id, index, len(data))
+    return ScriptCall(keys, [data, ttl, task_kwargs, member, time.time(), waiting])
 
 
 def chunk_begin_call(job_id: str, index: int, *, max_attempts: int, ttl: int) -> ScriptCall:
@@ -284,6 +329,7 @@ def chunk_done_call(
         err_key(job_id, index),
         msg_key(job_id, index),
         RUNNING_CHUNKS,
+        WAITING_CHUNKS,
     ]
     counts: list[Arg] = [index, rows, scored, rows - scored]
     args = [*counts, predictions, ids, errors, ttl, repr(time.time()), EVENTS, job_id]

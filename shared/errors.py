@@ -8,6 +8,7 @@ ServiceError
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
 ├── UploadStalled       an upload sent nothing for too long
+├── RateLimited         an API key is over one of its limits (retry after a while)
 └── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
 """
 
@@ -51,6 +52,14 @@ class ModelError(ServiceError):
 
 class UploadStalled(ServiceError):
     """Raised when an upload sends no bytes for `upload_idle_timeout` seconds."""
+
+
+class RateLimited(ServiceError):
+    """Raised when an API key holds too many uploads or long polls, or too many stored bytes."""
+
+    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class QueueUnavailable(ServiceError):

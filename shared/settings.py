@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     """Whether `/metrics` is served without an API key when keys are configured."""
     max_queue_depth: int = Field(10_000, ge=1)
     """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
+    max_uploads_per_key: int = Field(4, ge=1)
+    """CSV uploads one API key may have in progress at once; one more is a 429 with
+    `Retry-After`. Each upload may hold `csv_max_pending_chunks` chunks in Redis."""
+    max_long_polls_per_key: int = Field(64, ge=1)
+    """Requests one API key may have waiting at once (`?wait=` long polls and the synchronous
+    `/predict` façade); one more is a 429, so that one key cannot take every connection."""
+    max_stored_bytes_per_key: int = Field(2 * 1024**3, ge=1024)
+    """Result bytes one API key may have stored over `result_ttl` (24 bytes per prediction,
+    counted when its job is accepted); past it new jobs are a 429 until old ones expire."""
+    max_waiting_chunk_bytes: int = Field(1024**3, ge=1024)
+    """Bytes of CSV chunks stored in Redis and not yet scored, all keys together; past it an
+    upload (new, or one going on) is a 503 with `Retry-After` so that Redis keeps room."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ class ChunkRecorder:
         self._begin = redis.register_script(csvjobs.CHUNK_BEGIN)
         self._done = redis.register_script(csvjobs.CHUNK_DONE)
         self._finish = redis.register_script(jobstore.FINISH)
+        self._forget = redis.register_script(csvjobs.FORGET_WAITING)
 
     def begin(self, job_id: str, index: int) -> ChunkOutcome:
         """RUNNING to score the chunk, "done" if it was scored, "exhausted" if it was begun
@@ -57,6 +58,8 @@ class ChunkRecorder:
 
     def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended."""
-        sent = self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
-        for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
+        sent = int(self.redis.hget(jobstore.job_key(job_id), "chunks_sent") or 0)
+        forget = csvjobs.forget_waiting_call(job_id, sent)
+        self._forget(keys=forget.keys, args=forget.args)
+        for keys in csvjobs.purge_batches(job_id, sent):
             self.redis.delete(*keys)

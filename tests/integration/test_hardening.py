@@ -7,7 +7,9 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -31,6 +33,8 @@ def hard(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[
         db_offset=4,
         csv_chunk_rows="100",
         upload_idle_timeout=str(IDLE_TIMEOUT),
+        max_uploads_per_key="1",
+        max_long_polls_per_key="1",
     ) as system:
         yield system
 
@@ -72,7 +76,7 @@ def test_a_malformed_multipart_upload_is_400_naming_the_defect(
 
 
 def test_a_huge_cell_is_quoted_in_40_characters_and_errors_come_in_pages(
-    http: httpx.Client, diabetes_rows: list[list[float]]
+    hard: System, http: httpx.Client, diabetes_rows: list[list[float]]
 ) -> None:
     rows = diabetes_rows[:300]
     huge = "1" * 130_000  # parses as infinity
@@ -97,30 +101,44 @@ def test_a_huge_cell_is_quoted_in_40_characters_and_errors_come_in_pages(
     assert second["next_cursor"] is None
     lines += [e["line"] for e in second["errors"]]
     assert lines == [7, *range(12, 302, 2)]
+    # Scored, its chunks no longer count as waiting in Redis.
+    assert hard.redis().zcard("mlqueue:waiting-chunks") == 0
 
 
-def test_a_stalled_upload_is_408_and_its_job_fails_with_its_chunks_deleted(
-    hard: System, http: httpx.Client, diabetes_rows: list[list[float]]
-) -> None:
+def stall_upload(hard: System, rows: list[list[float]]) -> socket.socket:
+    """An upload whose client sends `rows` as a CSV file's first lines, then nothing."""
     part = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
-    sent = part + csv_lines(diabetes_rows[:250])  # two chunks cut and stored, then silence
+    sent = part + csv_lines(rows)
     head = (
         "POST /v1/jobs/csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: multipart/form-data; boundary=xx\r\n"
         f"Content-Length: {len(sent) + 100_000}\r\nConnection: close\r\n\r\n"
     ).encode()
     port = int(hard.base_url.rsplit(":", 1)[1])
-    with consumer_paused(hard), socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(head + sent)
-        answer = b""
-        while chunk := s.recv(65536):  # the server answers, then closes, without more bytes
-            answer += chunk
-        status_line, _, rest = answer.partition(b"\r\n")
-        assert b" 408 " in status_line, answer[:500]
-        problem = json.loads(rest.partition(b"\r\n\r\n")[2])
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(head + sent)
+    return s
+
+
+def read_answer(s: socket.socket) -> tuple[bytes, dict[str, Any]]:
+    """The status line and problem body the server answers (then it closes)."""
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return status_line, json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_stalled_upload_is_408_and_its_job_fails_with_its_chunks_deleted(
+    hard: System, diabetes_rows: list[list[float]]
+) -> None:
+    # Two chunks cut and stored, then silence.
+    with consumer_paused(hard), stall_upload(hard, diabetes_rows[:250]) as s:
+        status_line, problem = read_answer(s)
+        assert b" 408 " in status_line, (status_line, problem)
         assert problem["title"] == "UploadStalled"
         assert f"nothing for {IDLE_TIMEOUT} s" in problem["detail"]
-        key = jobstore.job_key(problem["job_id"])
+        key = jobstore.job_key(str(problem["job_id"]))
         redis = hard.redis()
         assert redis.hget(key, "status") == b"failed"
         assert redis.hget(key, "error_type") == b"UploadStalled"
@@ -163,3 +181,33 @@ def test_a_job_stuck_running_is_sent_again_or_failed_never_left_running(
     assert lost.json()["job"]["error"]["type"] == "JobLost"
     assert "submit it again" in lost.json()["detail"]
     assert redis.zrange(jobstore.RUNNING, 0, -1) == []
+
+
+def test_a_key_over_its_limits_gets_429_with_retry_after(
+    hard: System, http: httpx.Client, diabetes_rows: list[list[float]]
+) -> None:
+    # This system allows one upload and one long poll per key at a time.
+    data = csv_lines(diabetes_rows[:50])
+    with stall_upload(hard, diabetes_rows[:250]) as stalled:
+        wait_for(lambda: hard.redis().zcard("mlqueue:quota:uploads:") == 1)
+        second = http.post("/v1/jobs/csv", files={"file": ("a.csv", data, "text/csv")})
+        assert second.status_code == 429, second.text
+        assert second.headers["retry-after"] == "5"
+        assert "already has 1 uploads in progress" in second.json()["detail"]
+        assert b" 408 " in read_answer(stalled)[0]
+    # The stalled upload's slot was given back: the same upload is taken now.
+    third = http.post("/v1/jobs/csv", files={"file": ("a.csv", data, "text/csv")})
+    assert third.status_code == 202, third.text
+
+    with consumer_paused(hard):
+        job_id = http.post("/v1/jobs", json={"data": diabetes_rows[:1]}).json()["job_id"]
+        with httpx.Client(base_url=hard.base_url, timeout=30) as other:
+            pool = ThreadPoolExecutor(1)
+            first = pool.submit(other.get, f"/v1/jobs/{job_id}/result", params={"wait": 4})
+            wait_for(lambda: hard.redis().zcard("mlqueue:quota:long-polls:") == 1)
+            second = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 4})
+            assert second.status_code == 429
+            assert second.headers["retry-after"] == "5"
+            assert first.result().status_code == 202  # the first waited, and timed out
+            pool.shutdown()
+    assert http.get(f"/v1/jobs/{job_id}/result", params={"wait": 30}).status_code == 200
