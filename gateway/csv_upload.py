@@ -48,11 +48,13 @@ class CsvUpload:
         jobs: JobStore,
         chunks: CsvStore,
         publisher: Publisher,
+        quotas: Quotas,
         owner: str,
         query: Mapping[str, str],
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
+        self.quotas = quotas  # the global cap on waiting chunk bytes, the owner's stored bytes
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
         self.job_id = ""
@@ -61,7 +63,6 @@ class CsvUpload:
         self._chunker: Chunker | None = None
         self._done_seen = 0
         self._started = 0.0
-        self.quotas: Quotas | None = None  # the service's per-key limits, when it sets them
         self.options: CsvOptions
         self.info: ModelInfo
         self.layout: Layout
@@ -169,7 +170,7 @@ class CsvUpload:
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
-        if self.quotas is not None and not self.stopped:
+        if not self.stopped:
             await self.quotas.check_waiting_chunks(len(chunk.data))
             await self.quotas.add_results(self.owner, chunk.rows)
         kwargs = csvjobs.task_kwargs(

@@ -102,9 +102,15 @@ class Jobs:
         parameters (form fields sent before the file override them)."""
         async with self.quotas.upload(owner):
             upload = CsvUpload(
-                self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
+                self.settings,
+                self.registry,
+                self.store,
+                self.chunks,
+                self.publisher,
+                self.quotas,
+                owner,
+                query,
             )
-            upload.quotas = self.quotas
             return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:

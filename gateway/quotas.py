@@ -42,7 +42,8 @@ return 1
 """
 
 # KEYS: the key's byte buckets in the window, the current one first; ARGV: bytes, limit, TTL of
-# a bucket. Adds the bytes and returns -1, or returns the total without adding when over.
+# a bucket. Adds the bytes and returns -1, or returns the total without adding when over. A
+# bucket lives `result_ttl` after its last job, as that job's result does.
 ADD_BYTES = """
 local total = 0
 for _, value in ipairs(redis.call('MGET', unpack(KEYS))) do
@@ -89,7 +90,7 @@ class Quotas:
         width = max(60, ttl // BUCKETS_PER_TTL)
         now = int(time.time()) // width
         keys = [f"{PREFIX}:quota:bytes:{owner}:{b}" for b in range(now, now - ttl // width - 1, -1)]
-        total = await self._add(keys=keys, args=[size, limit, ttl + width])
+        total = await self._add(keys=keys, args=[size, limit, ttl])
         if int(total) >= 0:
             raise RateLimited(
                 f"this API key has {int(total)} bytes of results stored, and {size} more would "
