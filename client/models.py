@@ -127,6 +127,7 @@ class CsvErrors(_Wire):
     status: JobStatus
     rows_skipped: int
     errors: list[LineError]
+    next_cursor: str | None = None  # pass as `cursor` for the next page
 
 
 class JobPage(_Wire):

@@ -138,9 +138,14 @@ class Client:
         """The models the gateway serves, with their versions, features and metrics."""
         return Models.model_validate_json(self._send("GET", "/v1/models").content)
 
-    def errors(self, job_id: str) -> CsvErrors:
-        """The bad lines of a CSV job, by line and column."""
-        return CsvErrors.model_validate_json(self._send("GET", f"/v1/jobs/{job_id}/errors").content)
+    def errors(
+        self, job_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> CsvErrors:
+        """One page of the bad lines of a CSV job, by line and column (`next_cursor` names the
+        next page)."""
+        params = {k: str(v) for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
+        path = f"/v1/jobs/{job_id}/errors"
+        return CsvErrors.model_validate_json(self._send("GET", path, params=params).content)
 
     def submit_csv(
         self,

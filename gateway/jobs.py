@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 
 from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
-from gateway.csv_store import CsvStore
+from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload
 from gateway.events import JobEvents
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
 from gateway.validation import check_rows
 from shared import jobstore, tracing
@@ -59,6 +60,7 @@ class Jobs:
         self.publisher = publisher
         self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings))
         self.chunks = CsvStore(redis, settings.result_ttl)
+        self.quotas = Quotas(redis, settings)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -70,6 +72,7 @@ class Jobs:
         """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
@@ -98,11 +101,19 @@ class Jobs:
     ) -> JobAccepted:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them)."""
-        upload = CsvUpload(
-            self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
-        )
-        with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
-            return await upload.run(content_type, body)
+        async with self.quotas.upload(owner):
+            upload = CsvUpload(
+                self.settings,
+                self.registry,
+                self.store,
+                self.chunks,
+                self.publisher,
+                self.quotas,
+                owner,
+                query,
+            )
+            with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
+                return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
@@ -111,10 +122,21 @@ class Jobs:
     async def wait(
         self, job_id: str, owner: str, timeout: float
     ) -> tuple[JobView, list[float] | None]:
-        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds.
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        view, predictions = await self.store.result(job_id, owner)
+        if view.status.finished or timeout <= 0:
+            return view, predictions
+        seconds = min(timeout, self.settings.max_wait_seconds)
+        async with self.quotas.long_poll(owner, seconds):
+            return await self._wait(job_id, owner, seconds)
+
+    async def _wait(
+        self, job_id: str, owner: str, seconds: float
+    ) -> tuple[JobView, list[float] | None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
-        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
+        deadline = loop.time() + seconds
+        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": seconds}
         with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
             while True:
                 view, predictions = await self.store.result(job_id, owner)
@@ -162,15 +184,20 @@ class Jobs:
             await self.chunks.purge(job_id)
         return view
 
-    async def errors(self, job_id: str, owner: str) -> CsvErrors:
-        """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
+    async def errors(
+        self, job_id: str, owner: str, cursor: str | None = None, limit: int = MAX_ERRORS_LISTED
+    ) -> CsvErrors:
+        """One page of the bad lines of a CSV job: those skipped (on_error=skip), or those that
+        failed it; `next_cursor` asks for the next page."""
+        start = ErrorCursor.parse(cursor)
         view = await self.store.get(job_id, owner)
-        listed = await self.chunks.errors(job_id)
+        listed, after = await self.chunks.errors(job_id, start, min(limit, MAX_ERRORS_LISTED))
         return CsvErrors(
             job_id=job_id,
             status=view.status,
             rows_skipped=view.progress.rows_skipped if view.progress else 0,
             errors=[LineError.model_validate(e) for e in listed],
+            next_cursor=None if after is None else str(after),
         )
 
     async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:

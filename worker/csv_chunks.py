@@ -18,6 +18,7 @@ from shared import csvjobs, tracing
 from shared.csvformat import MAX_REPORTED, describe
 from shared.csvjobs import ChunkOutcome
 from shared.errors import InvalidInput
+from shared.jobstore import TOO_MANY_ATTEMPTS
 from shared.tasks import ScoreChunkKwargs
 from worker import metrics, observe
 from worker.chunk_store import ChunkRecorder
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
     """Score chunk `index` of job `job_id`, as `message` (`shared.tasks`) says."""
     job_id, index = message["job_id"], message["index"]
-    chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl)
+    chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl, rt.settings.max_attempts)
     data, status = _claim(chunks, job_id, index)
     if data is None:
         return status
@@ -56,6 +57,13 @@ def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
 def _claim(chunks: ChunkRecorder, job_id: str, index: int) -> tuple[bytes | None, str]:
     """The chunk's data once begun, or None and the status that says why it is not scored."""
     status = chunks.begin(job_id, index)
+    if status == "exhausted":  # its result could never be stored: stop redelivering it
+        message = (
+            f"chunk {index} was started {chunks.max_attempts} times and its result never stored "
+            "(a worker or Redis failed each time); giving up"
+        )
+        chunks.fail(job_id, TOO_MANY_ATTEMPTS, message, [])
+        return None, "failed"
     data = chunks.data(job_id, index) if status == "running" else None
     if data is None:
         if status == "running":

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from celery.exceptions import SoftTimeLimitExceeded
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from shared.errors import ServiceError
 
@@ -39,8 +38,9 @@ class JobFailure:
 
 def classify(exc: BaseException, *, context: str = "") -> JobFailure:
     """The failure `exc` means for a job; `context` names the work that ran out of time."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        # The job store went away, not the job: `worker.requeue` hands the message back.
+    if isinstance(exc, RedisError):
+        # The job store failed (gone, out of memory, read-only), not the job: `worker.requeue`
+        # hands the message back.
         return JobFailure(type(exc).__name__, str(exc), retryable=True)
     if isinstance(exc, ServiceError):
         return JobFailure(type(exc).__name__, exc.message)

@@ -43,7 +43,8 @@ class Runtime:
         )
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
         loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
-        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
+        jobs = JobRecorder(redis, settings.result_ttl, settings.max_attempts)
+        return cls(settings, jobs, ModelCache(registry, loader))
 
     def warm(self) -> None:
         """Load the default model now, so the first task does not pay for it."""
