@@ -201,14 +201,28 @@ def cancel(client: Client, job_id: str, as_json: bool) -> None:
     _show(job, as_json, _line(job))
 
 
+MAX_ERROR_PAGES = 1000  # `--all` stops there even if a gateway kept naming a next page
+
+
 @cli.command(name="errors")
 @click.argument("job_id")
 @json_option
 @click.pass_obj
-def errors_(client: Client, job_id: str, as_json: bool) -> None:
-    """The bad lines of a CSV job (skipped, or the ones that failed it)."""
-    found = client.errors(job_id)
+@click.option("--cursor", help="Start at this page (from a previous `next_cursor`).")
+@click.option("--all", "every_page", is_flag=True, help="Follow `next_cursor` to the last page.")
+def errors_(
+    client: Client, job_id: str, as_json: bool, cursor: str | None, every_page: bool
+) -> None:
+    """The bad lines of a CSV job (skipped, or the ones that failed it), one page at a time."""
+    found = client.errors(job_id, cursor=cursor)
+    for _ in range(MAX_ERROR_PAGES if every_page else 0):
+        if not found.next_cursor:
+            break
+        following = client.errors(job_id, cursor=found.next_cursor)
+        found = following.model_copy(update={"errors": found.errors + following.errors})
     lines = [f"line {e.line}, column {e.column} ({e.name}): {e.msg}" for e in found.errors]
+    if found.next_cursor and not as_json:
+        lines.append(f"(more: mlqueue errors {job_id} --cursor {found.next_cursor})")
     _show(found, as_json, "\n".join(lines) or "no bad lines")
 
 
