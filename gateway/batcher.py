@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway import traces
 from gateway.store import JobStore
+from shared import tracing
 from shared.errors import InvalidInput
 from shared.tasks import BatchJob, PredictBatchKwargs
 
@@ -65,7 +67,10 @@ class Batcher:
             delay = self.max_wait if self._sending else 0.0
             batch.timer = asyncio.get_running_loop().call_later(delay, self._send, model)
         batch.records.append(record)
-        batch.jobs.append({"id": record["id"], "rows": rows})
+        job: BatchJob = {"id": record["id"], "rows": rows}
+        if tracing.ON:  # the job's submit span, for the batch span to link and the worker to join
+            job["trace"] = tracing.carrier()
+        batch.jobs.append(job)
         batch.payloads[record["id"]] = (model, payload)
         batch.rows += len(rows)
         if batch.rows >= self.max_rows:
@@ -92,10 +97,11 @@ class Batcher:
 
     async def _deliver(self, batch: _Batch) -> None:
         try:
-            await self.store.create_many(batch.records, outbox=batch.payloads)
-            # One job alone keeps its own id as the message id, which eases tracing.
-            message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
-            await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
+            with traces.batch_span(batch.jobs, batch.model, batch.rows):
+                await self.store.create_many(batch.records, outbox=batch.payloads)
+                # One job alone keeps its own id as the message id, which eases tracing.
+                message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
+                await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
             # Links the message id (the worker's Celery task id) to the job ids it carries.
             extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
             log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})

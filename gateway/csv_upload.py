@@ -20,15 +20,17 @@ from collections.abc import AsyncIterator, Mapping
 import orjson
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, traces
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
-from shared import csvjobs, jobstore
+from shared import csvjobs, jobstore, tracing
 from shared.chunks import BOM, Chunk, Chunker, split_first
 from shared.csvformat import Layout, check_text, layout_for
-from shared.errors import InvalidInput, JobConflict
+from shared.errors import InvalidInput, JobConflict, UploadStalled
+from shared.features import excerpt
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
@@ -47,11 +49,13 @@ class CsvUpload:
         jobs: JobStore,
         chunks: CsvStore,
         publisher: Publisher,
+        quotas: Quotas,
         owner: str,
         query: Mapping[str, str],
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
+        self.quotas = quotas  # the global cap on waiting chunk bytes, the owner's stored bytes
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
         self.job_id = ""
@@ -69,11 +73,18 @@ class CsvUpload:
         form = FormReader(content_type, "file", CsvOptions.model_fields)
         self._started = time.perf_counter()
         try:
-            async for block in body:
+            async for block in idle_bounded(body, self.settings.upload_idle_timeout):
                 for event in form.feed(block):
                     await self._on(event)
             form.finish()
             return await self._finish()
+        except UploadStalled as exc:
+            if self.job_id:  # keep the record, failed, so the logs and the id tell what happened
+                exc.details["job_id"] = self.job_id
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.chunks.fail(self.job_id, exc))
+            log.warning("csv upload stalled", extra={"job_id": self.job_id or None})
+            raise
         except BaseException:
             if self.job_id:
                 with contextlib.suppress(Exception):
@@ -101,7 +112,8 @@ class CsvUpload:
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))
-            raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+            got = excerpt(str(error["input"]))
+            raise InvalidInput(f"{where}: {error['msg']} (got {got!r})") from exc
         self.info = self.registry.resolve(self.options.model)
 
     async def _file_end(self) -> None:
@@ -156,9 +168,14 @@ class CsvUpload:
             id_column=self.options.id_column or "",
         )
         await self.jobs.create_many([record])
+        if tracing.ON:
+            tracing.set_attributes(traces.job_attributes(self.job_id, "csv", self.info))
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
+        if not self.stopped:
+            await self.quotas.check_waiting_chunks(len(chunk.data))
+            await self.quotas.add_results(self.owner, chunk.rows)
         kwargs = csvjobs.task_kwargs(
             self.job_id,
             chunk.index,
@@ -168,6 +185,8 @@ class CsvUpload:
             self.layout,
             self.options.on_error,
         )
+        if tracing.ON:  # the job's submit span, for the worker's queue wait (and a resent chunk)
+            kwargs["trace"] = tracing.carrier()
         if self.stopped or not await self.chunks.store(self.job_id, chunk, orjson.dumps(kwargs)):
             self.stopped = True
             return
@@ -212,3 +231,20 @@ class CsvUpload:
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
+
+
+async def idle_bounded(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """`body`'s blocks, or `UploadStalled` once none arrives for `seconds`: neither uvicorn nor
+    the ASGI protocol bounds the wait for the next block of a request body."""
+    blocks = aiter(body)
+    while True:
+        try:
+            block = await asyncio.wait_for(anext(blocks), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled(
+                f"the upload sent nothing for {seconds:g} s (MLQUEUE_UPLOAD_IDLE_TIMEOUT) and "
+                "was abandoned; send the file again"
+            ) from None
+        yield block

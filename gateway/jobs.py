@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway import keys, metrics
+from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
-from gateway.csv_store import CsvStore
+from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload
 from gateway.events import JobEvents
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
 from gateway.validation import check_rows
-from shared import jobstore
+from shared import jobstore, tracing
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
@@ -62,6 +63,7 @@ class Jobs:
         wait = ReplicaWait.of(settings)
         self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
+        self.quotas = Quotas(redis, settings)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -73,16 +75,18 @@ class Jobs:
         """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
-        await self.batcher.add(record, rows, f"{info.name}:{info.version}")
-        metrics.job_submitted(info.name, "json", len(rows))
-        extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
-        log.info("job submitted", extra={**extra, "rows": len(rows)})
+        with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
+            await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+            metrics.job_submitted(info.name, "json", len(rows))
+            extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
+            log.info("job submitted", extra={**extra, "rows": len(rows)})
         return JobAccepted(
             job_id=job_id,
             status=JobStatus.QUEUED,
@@ -100,10 +104,19 @@ class Jobs:
     ) -> JobAccepted:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them)."""
-        upload = CsvUpload(
-            self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
-        )
-        return await upload.run(content_type, body)
+        async with self.quotas.upload(owner):
+            upload = CsvUpload(
+                self.settings,
+                self.registry,
+                self.store,
+                self.chunks,
+                self.publisher,
+                self.quotas,
+                owner,
+                query,
+            )
+            with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
+                return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
@@ -112,10 +125,22 @@ class Jobs:
     async def wait(
         self, job_id: str, owner: str, timeout: float
     ) -> tuple[JobView, list[float] | None]:
-        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds.
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        view, predictions = await self.store.result(job_id, owner)
+        if view.status.finished or timeout <= 0:
+            return view, predictions
+        seconds = min(timeout, self.settings.max_wait_seconds)
+        async with self.quotas.long_poll(owner, seconds):
+            return await self._wait(job_id, owner, seconds)
+
+    async def _wait(
+        self, job_id: str, owner: str, seconds: float
+    ) -> tuple[JobView, list[float] | None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
-        with self.events.subscription(job_id) as finished:
+        deadline = loop.time() + seconds
+        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": seconds}
+        with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
             while True:
                 try:
                     view, predictions = await self.store.result(job_id, owner)
@@ -170,15 +195,20 @@ class Jobs:
             await self.chunks.purge(job_id)
         return view
 
-    async def errors(self, job_id: str, owner: str) -> CsvErrors:
-        """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
+    async def errors(
+        self, job_id: str, owner: str, cursor: str | None = None, limit: int = MAX_ERRORS_LISTED
+    ) -> CsvErrors:
+        """One page of the bad lines of a CSV job: those skipped (on_error=skip), or those that
+        failed it; `next_cursor` asks for the next page."""
+        start = ErrorCursor.parse(cursor)
         view = await self.store.get(job_id, owner)
-        listed = await self.chunks.errors(job_id)
+        listed, after = await self.chunks.errors(job_id, start, min(limit, MAX_ERRORS_LISTED))
         return CsvErrors(
             job_id=job_id,
             status=view.status,
             rows_skipped=view.progress.rows_skipped if view.progress else 0,
             errors=[LineError.model_validate(e) for e in listed],
+            next_cursor=None if after is None else str(after),
         )
 
     async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:

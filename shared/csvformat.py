@@ -16,15 +16,25 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from shared.errors import InvalidInput
-from shared.features import value_problem
+from shared.features import excerpt, value_problem
 
 MAX_REPORTED = 5
+MAX_NAMES_LISTED: Final = 5
+"""Header names quoted in one message (the count of the others is given)."""
+
+
+def names_listed(names: Sequence[str]) -> str:
+    """Header names as quoted in a message: a few, each cut, and how many more."""
+    shown = [excerpt(n) for n in names[:MAX_NAMES_LISTED]]
+    more = len(names) - len(shown)
+    return f"{shown}" + (f" (and {more} more)" if more else "")
 
 
 @dataclass(frozen=True)
@@ -70,21 +80,22 @@ def layout_for(
             missing=missing,
         )
     if id_column is not None and id_column not in position:
-        raise InvalidInput(f"line 1: header has no id column {id_column!r}", line=1)
+        raise InvalidInput(f"line 1: header has no id column {excerpt(id_column)!r}", line=1)
     duplicates = sorted(name for name, count in Counter(cells).items() if count > 1)
     if duplicates:
         raise InvalidInput(
-            f"line 1: header names {duplicates} appear more than once; each column needs its "
-            "own name",
+            f"line 1: header names {names_listed(duplicates)} appear more than once; each column "
+            "needs its own name",
             line=1,
             duplicates=duplicates,
         )
     extra = [c for c in cells if c not in features and c != id_column]
     if extra and not ignore_extra:
         raise InvalidInput(
-            f"line 1: unexpected columns {extra}; remove them or set ignore_extra=true",
+            f"line 1: unexpected columns {names_listed(extra)}; remove them or set "
+            "ignore_extra=true",
             line=1,
-            extra=extra,
+            extra=[excerpt(c) for c in extra[:MAX_NAMES_LISTED]],
         )
     return Layout(
         [position[f] for f in features],
@@ -126,15 +137,17 @@ def _parse_line(cells: list[str], layout: Layout) -> tuple[list[float], dict[str
     row = []
     for col in layout.feature_columns:
         cell = cells[col].strip()
-        name = layout.names[col] if col < len(layout.names) else str(col + 1)
+        name = excerpt(layout.names[col]) if col < len(layout.names) else str(col + 1)
         try:
             value = float(cell)
         except ValueError:
-            what = "empty value" if not cell else f"non-numeric value {cell[:40]!r}"
+            what = "empty value" if not cell else f"non-numeric value {excerpt(cell)!r}"
             return [], {"column": col + 1, "name": name, "msg": what}
         problem = value_problem(value)
         if problem:
-            return [], {"column": col + 1, "name": name, "msg": problem}
+            # A cell too long for float (digits past 1e308) reads as infinity: quote the cell.
+            msg = problem if math.isfinite(value) else f"non-finite value {excerpt(cell)!r}"
+            return [], {"column": col + 1, "name": name, "msg": msg}
         row.append(value)
     return row, None
 

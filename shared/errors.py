@@ -2,10 +2,13 @@
 
 ServiceError
 ├── InvalidInput        bad rows, columns or values
+├── MalformedRequest    a body that cannot be parsed at all (a broken multipart form)
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
+├── UploadStalled       an upload sent nothing for too long
+├── RateLimited         an API key is over one of its limits (retry after a while)
 └── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
     └── NotReplicated   no Redis replica confirmed a write in time (Sentinel deployments)
 """
@@ -28,6 +31,10 @@ class InvalidInput(ServiceError):
     """Raised when submitted rows are malformed: the message names the row and column."""
 
 
+class MalformedRequest(ServiceError):
+    """Raised when a request body cannot be parsed at all: the message says what is wrong."""
+
+
 class JobNotFound(ServiceError):
     """Raised when a job id is unknown, expired, or belongs to another client."""
 
@@ -42,6 +49,18 @@ class ModelNotFound(ServiceError):
 
 class ModelError(ServiceError):
     """Raised when a model artifact fails verification or cannot be loaded."""
+
+
+class UploadStalled(ServiceError):
+    """Raised when an upload sends no bytes for `upload_idle_timeout` seconds."""
+
+
+class RateLimited(ServiceError):
+    """Raised when an API key holds too many uploads or long polls, or too many stored bytes."""
+
+    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class QueueUnavailable(ServiceError):

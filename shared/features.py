@@ -8,10 +8,12 @@ that takes rows (JSON, CSV, a direct Celery task) checks values with this one fu
 from __future__ import annotations
 
 import math
+from typing import Final
 
 FLOAT32_MAX = 3.4028235e38
 """Largest magnitude a feature may have (float32's largest finite value, as numpy prints it)."""
-EXCERPT = 40
+EXCERPT_CHARS: Final = 40
+"""Characters of a value, cell or header name quoted in a message."""
 
 
 def value_problem(value: object) -> str | None:
@@ -29,6 +31,7 @@ def value_problem(value: object) -> str | None:
 
 
 def excerpt(value: object) -> str:
-    """`value` as text cut to a few dozen characters, for error messages."""
+    """`value` as quoted in any message: at most `EXCERPT_CHARS` characters, `…` marking a cut
+    (a 130 kB cell is still named by line and column, but never copied whole into an error)."""
     text = str(value)
-    return text if len(text) <= EXCERPT else text[:EXCERPT] + "..."
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "\u2026"

@@ -26,6 +26,11 @@ WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of 
 # Their records keep the rows and the model until a worker starts them, so that a message lost
 # by the broker (Redis crashing between a worker's pop and its bookkeeping) can be sent again.
 PENDING: Final = f"{PREFIX}:pending"
+# Sorted set of jobs running, by the time they (last) started: what `worker.reaper` watches for
+# jobs whose outcome was never stored. Their records keep the rows and the model until they end
+# (the peak is unchanged: a queued job holds them too), so that such a job can be sent again.
+RUNNING: Final = f"{PREFIX}:running"
+TOO_MANY_ATTEMPTS: Final = "TooManyAttempts"
 
 
 def job_key(job_id: str) -> str:
@@ -33,28 +38,44 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
-# KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
-# the record is missing. Returns the status the caller should act on: "running" to go on,
-# anything else to stop. A started job leaves the outbox: its message has arrived.
+# KEYS[1] job, KEYS[2] the outbox, KEYS[3] running; ARGV: now, ttl, job id, max attempts,
+# channel, then field/value pairs to set when the record is missing. Returns the status the
+# caller should act on: "running" to go on, anything else to stop. A started job leaves the
+# outbox: its message has arrived. Every start counts as an attempt: past the maximum (a job
+# whose outcome could never be stored, redelivered again and again) the job fails instead.
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
   status = 'queued'
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[1], 'rows', 'spec')
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return 'running'
+if status ~= 'queued' and status ~= 'running' then
+  return status
 end
-return status
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1],
+    'error_type', 'TooManyAttempts', 'error', 'the job was started ' .. (attempts - 1) ..
+    ' times and its outcome never stored (a worker or Redis failed each time); giving up')
+  redis.call('HDEL', KEYS[1], 'rows', 'spec')
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', ARGV[5], ARGV[3])
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 'running'
 """
 
-# KEYS[1] job; ARGV: now, ttl, final status, channel ("" = the caller publishes), job id,
-# then field/value pairs. Writes only over a live job, so a duplicate cannot change a finished one.
+# KEYS[1] job, KEYS[2] running; ARGV: now, ttl, final status, channel ("" = the caller
+# publishes), job id, then field/value pairs. Writes only over a live job, so a duplicate cannot
+# change a finished one. An ended job needs its rows no more.
 FINISH = """
+redis.call('HDEL', KEYS[1], 'rows', 'spec')
+redis.call('ZREM', KEYS[2], ARGV[5])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   return status
@@ -72,13 +93,14 @@ CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'rows', 'spec')
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return status
 """
 
 
-def start_call(job_id: str, *, model: str, n_rows: int, ttl: int) -> ScriptCall:
+def start_call(job_id: str, *, model: str, n_rows: int, ttl: int, max_attempts: int) -> ScriptCall:
     """`START` for one job; the fields make a record for a task nobody submitted through the
     gateway (a direct enqueuer's)."""
     now = repr(time.time())
@@ -90,7 +112,8 @@ def start_call(job_id: str, *, model: str, n_rows: int, ttl: int) -> ScriptCall:
         "created_at": now,
         "owner": "",
     }
-    return ScriptCall([job_key(job_id), PENDING], [now, str(ttl), job_id, *_flatten(fresh)])
+    args: list[Arg] = [now, str(ttl), job_id, max_attempts, EVENTS, *_flatten(fresh)]
+    return ScriptCall([job_key(job_id), PENDING, RUNNING], args)
 
 
 def success_call(
@@ -136,7 +159,7 @@ def _finish(
     job_id: str, status: JobStatus, fields: dict[str, str | bytes], ttl: int, publish: bool
 ) -> ScriptCall:
     args: list[Arg] = [repr(time.time()), str(ttl), status.value, EVENTS if publish else ""]
-    return ScriptCall([job_key(job_id)], [*args, job_id, *_flatten(fields)])
+    return ScriptCall([job_key(job_id), RUNNING], [*args, job_id, *_flatten(fields)])
 
 
 VIEW_FIELDS: Final = (

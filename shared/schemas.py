@@ -223,4 +223,9 @@ class CsvErrors(BaseModel):
     job_id: str
     status: JobStatus
     rows_skipped: int
-    errors: list[LineError] = Field(description="In file order; the first 1000 at most.")
+    errors: list[LineError] = Field(
+        description="In file order: one page (at most `limit` lines and about 192 KiB)."
+    )
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page."
+    )

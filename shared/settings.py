@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     """Seconds before a running prediction is asked to stop (it then fails cleanly)."""
     task_time_limit: int = Field(10, ge=1)
     """Seconds before a running prediction's process is killed."""
+    max_attempts: int = Field(3, ge=1)
+    """Times a job (or a CSV chunk) is started before it fails with `TooManyAttempts`: a worker
+    or Redis that fails while storing its outcome gets it redelivered or re-sent (see
+    reliability), but never endlessly."""
     result_ttl: int = Field(86_400, ge=60)
     """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
 
@@ -119,6 +123,9 @@ class Settings(BaseSettings):
     csv_max_pending_chunks: int = Field(16, ge=1)
     """Chunks of one upload stored but not yet scored before the gateway stops reading the upload
     until workers catch up; bounds the Redis memory a big file takes and lets other jobs in."""
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may send nothing before it is abandoned: the client gets a 408, the job
+    fails (`UploadStalled`) and its stored chunks are deleted, so a silent client holds no slot."""
 
     # --- Observability ------------------------------------------------------------------
     metrics_dir: Path | None = None
@@ -142,6 +149,18 @@ class Settings(BaseSettings):
     """Whether `/metrics` is served without an API key when keys are configured."""
     max_queue_depth: int = Field(10_000, ge=1)
     """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
+    max_uploads_per_key: int = Field(4, ge=1)
+    """CSV uploads one API key may have in progress at once; one more is a 429 with
+    `Retry-After`. Each upload may hold `csv_max_pending_chunks` chunks in Redis."""
+    max_long_polls_per_key: int = Field(64, ge=1)
+    """Requests one API key may have waiting at once (`?wait=` long polls and the synchronous
+    `/predict` façade); one more is a 429, so that one key cannot take every connection."""
+    max_stored_bytes_per_key: int = Field(2 * 1024**3, ge=1024)
+    """Result bytes one API key may have stored over `result_ttl` (24 bytes per prediction,
+    counted when its job is accepted); past it new jobs are a 429 until old ones expire."""
+    max_waiting_chunk_bytes: int = Field(1024**3, ge=1024)
+    """Bytes of CSV chunks stored in Redis and not yet scored, all keys together; past it an
+    upload (new, or one going on) is a 503 with `Retry-After` so that Redis keeps room."""
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

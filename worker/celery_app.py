@@ -17,6 +17,7 @@ from shared.tasks import QUEUE
 from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
+from worker.reaper import Reaper
 from worker.resender import Resender
 
 kombu_patch.apply()  # before any broker connection exists
@@ -60,7 +61,19 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
         interval=settings.heartbeat_interval,
     )
-    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, [resender.sweep])
+    reaper = Reaper(
+        redis,
+        _resend,
+        # Past this, nothing can still be running a job begun before, nor redeliver it.
+        stuck_after=settings.task_time_limit
+        + settings.visibility_timeout
+        + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
+        max_attempts=settings.max_attempts,
+        ttl=settings.result_ttl,
+        interval=settings.heartbeat_interval,
+    )
+    chores = [resender.sweep, reaper.sweep]
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)
 
@@ -96,7 +109,9 @@ def _record_hard_time_limit(
         return
     if _recorder is None:
         redis = sync_redis(settings, socket_timeout=5)
-        _recorder = JobRecorder(redis, settings.result_ttl, ReplicaWait.of(settings))
+        _recorder = JobRecorder(
+            redis, settings.result_ttl, settings.max_attempts, ReplicaWait.of(settings)
+        )
     kwargs = kwargs or {}
     jobs = kwargs.get("jobs")  # a batch message of JSON jobs
     if isinstance(jobs, list):

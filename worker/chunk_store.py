@@ -16,17 +16,22 @@ from shared.replication import ReplicaWait, run_script
 class ChunkRecorder:
     """The worker's side of a CSV job's chunk keys."""
 
-    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
+    def __init__(
+        self, redis: Redis, ttl: int, max_attempts: int, wait: ReplicaWait | None = None
+    ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.max_attempts = max_attempts
         self.wait = wait  # Sentinel: a chunk's outcome counts once a replica has it
         self._begin = redis.register_script(csvjobs.CHUNK_BEGIN)
         self._done = redis.register_script(csvjobs.CHUNK_DONE)
         self._finish = redis.register_script(jobstore.FINISH)
+        self._forget = redis.register_script(csvjobs.FORGET_WAITING)
 
     def begin(self, job_id: str, index: int) -> ChunkOutcome:
-        """RUNNING to score the chunk, "done" if it was scored, else the job's status."""
-        call = csvjobs.chunk_begin_call(job_id, index)
+        """RUNNING to score the chunk, "done" if it was scored, "exhausted" if it was begun
+        `max_attempts` times already, else the job's status."""
+        call = csvjobs.chunk_begin_call(job_id, index, max_attempts=self.max_attempts, ttl=self.ttl)
         return csvjobs.outcome(self._begin(keys=call.keys, args=call.args))
 
     def data(self, job_id: str, index: int) -> bytes | None:
@@ -58,6 +63,8 @@ class ChunkRecorder:
 
     def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended."""
-        sent = self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
-        for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
+        sent = int(self.redis.hget(jobstore.job_key(job_id), "chunks_sent") or 0)
+        forget = csvjobs.forget_waiting_call(job_id, sent)
+        self._forget(keys=forget.keys, args=forget.args)
+        for keys in csvjobs.purge_batches(job_id, sent):
             self.redis.delete(*keys)

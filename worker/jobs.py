@@ -16,9 +16,12 @@ from shared.schemas import JobStatus
 class JobRecorder:
     """Moves job records to running and to their final state."""
 
-    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
+    def __init__(
+        self, redis: Redis, ttl: int, max_attempts: int, wait: ReplicaWait | None = None
+    ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.max_attempts = max_attempts
         # Sentinel: an outcome counts as stored (and its message may be acked) once replicated.
         self.wait = wait
         self._start = redis.register_script(jobstore.START)
@@ -26,14 +29,14 @@ class JobRecorder:
 
     def start(self, job_id: str, model: str, n_rows: int) -> JobStatus:
         """Mark the job running (recording a direct task first); returns the status to act on."""
-        call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+        call = self._start_call(job_id, model, n_rows)
         return jobstore.status_of(self._start(keys=call.keys, args=call.args))
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
         """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, n_rows in jobs:
-                call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+                call = self._start_call(job_id, model, n_rows)
                 self._start(keys=call.keys, args=call.args, client=pipe)
             return [jobstore.status_of(s) for s in pipe.execute()]
 
@@ -91,6 +94,11 @@ class JobRecorder:
             text(version) if version else None,
             orjson.loads(result) if result else None,
             text(error) if error else None,
+        )
+
+    def _start_call(self, job_id: str, model: str, n_rows: int) -> ScriptCall:
+        return jobstore.start_call(
+            job_id, model=model, n_rows=n_rows, ttl=self.ttl, max_attempts=self.max_attempts
         )
 
     def _run(self, call: ScriptCall) -> JobStatus:

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from shared import tracing
 from shared.model import Model
 from shared.registry import Registry
 from shared.schemas import ModelInfo
@@ -38,7 +39,9 @@ class ModelCache:
         # that were hashed, so swapping the file after the check changes nothing.
         data = self.registry.read_artifact(info)
         started = time.perf_counter()
-        model = self._loader(data)
+        attributes = {tracing.MODEL: info.name, tracing.VERSION: info.version}
+        with tracing.span("mlqueue.model_load", attributes):
+            model = self._loader(data)
         seconds = time.perf_counter() - started
         metrics.observe_model_load(info.name, info.version, seconds)
         log.info(

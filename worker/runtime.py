@@ -44,7 +44,9 @@ class Runtime:
         )
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
         loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
-        jobs = JobRecorder(redis, settings.result_ttl, ReplicaWait.of(settings))
+        jobs = JobRecorder(
+            redis, settings.result_ttl, settings.max_attempts, ReplicaWait.of(settings)
+        )
         return cls(settings, jobs, ModelCache(registry, loader))
 
     def warm(self) -> None:

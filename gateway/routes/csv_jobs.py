@@ -91,6 +91,15 @@ async def submit_csv(
         **{k: PROBLEMS[k] for k in (404, 503)},
     },
 )
-async def get_errors(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> CsvErrors:
-    """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
-    return await jobs.errors(job_id, owner)
+async def get_errors(
+    job_id: JobId,
+    jobs: JobsDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Bad lines per page.")] = 1000,
+    cursor: Annotated[
+        str | None, Query(max_length=24, description="`next_cursor` of the page before.")
+    ] = None,
+) -> CsvErrors:
+    """The bad lines of a CSV job, a page at a time: those skipped (on_error=skip), or those
+    that failed it. Follow `next_cursor` until it is null."""
+    return await jobs.errors(job_id, owner, cursor, limit)

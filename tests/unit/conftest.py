@@ -105,7 +105,11 @@ def runtime(settings: Settings, server: fakeredis.FakeServer, loader: CountingLo
     """A worker runtime on fakeredis whose models all load as `MockModel` (counted by `loader`)."""
     redis = fakeredis.FakeRedis(server=server)
     registry = Registry(settings.model_dir, settings.default_model)
-    return Runtime(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
+    return Runtime(
+        settings,
+        JobRecorder(redis, settings.result_ttl, settings.max_attempts),
+        ModelCache(registry, loader),
+    )
 
 
 @pytest.fixture

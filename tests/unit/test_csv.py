@@ -146,7 +146,7 @@ def test_on_error_skip_scores_the_good_lines_and_reports_the_bad(client: TestCli
     report = client.get(f"/v1/jobs/{job['job_id']}/errors").json()
     assert report["rows_skipped"] == 2
     assert report["errors"] == [
-        {"line": 2, "column": 2, "name": "sex", "msg": "non-finite value inf"},
+        {"line": 2, "column": 2, "name": "sex", "msg": "non-finite value 'inf'"},
         {"line": 6, "column": None, "name": None, "msg": "expected 10 columns, got 2"},
     ]
 

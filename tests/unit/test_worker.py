@@ -138,7 +138,7 @@ def test_a_cancelled_job_is_not_predicted(runtime: Runtime, loader: CountingLoad
 
 
 def test_a_final_state_is_never_overwritten() -> None:
-    jobs = JobRecorder(fakeredis.FakeRedis(), ttl=60)
+    jobs = JobRecorder(fakeredis.FakeRedis(), ttl=60, max_attempts=3)
     assert jobs.start("j", "demo", 1) == "running"
     assert jobs.succeed("j", "1", [1.0]) == "succeeded"
     assert jobs.fail("j", "X", "late duplicate") == "succeeded"
