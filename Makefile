@@ -41,6 +41,15 @@ lint: $(VENV)/.dev-installed
 lint-deploy: $(VENV)/.deploy-lint-installed
 	BIN=$(VENV)/bin .ci/lint-deploy
 
+.PHONY: images-offline test-docker
+## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
+images-offline:
+	deploy/offline-bases.sh
+
+## Build the images, run the compose stack, its end-to-end tests and container drills, then down
+test-docker: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/test-docker $(ARGS)
+
 ## Fault drill: kill workers and Redis under load; exits non-zero if any accepted job is lost
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
