@@ -12,7 +12,7 @@ from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
 from shared.tasks import QUEUE
-from worker import job_events, kombu_patch, metrics, runtime
+from worker import failover, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 from worker.resender import Resender
@@ -58,7 +58,10 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
         interval=settings.heartbeat_interval,
     )
-    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, [resender.sweep])
+    takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval).sweep
+    _heartbeat = Heartbeat(
+        redis, sender.hostname, settings.heartbeat_interval, [resender.sweep, takeover]
+    )
     _heartbeat.start()
     metrics.serve(settings)
 
