@@ -42,7 +42,8 @@ class Oracle:
     network, started once: loading the model per question would cost seconds each time."""
 
     def __init__(self, image: str) -> None:
-        argv = ["docker", "run", "--rm", "-i", "--network", "none", image, "python", "-c", ORACLE]
+        argv = ["docker", "run", "--rm", "-i", "--network", "none", "--no-healthcheck", image]
+        argv += ["python", "-c", ORACLE]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
