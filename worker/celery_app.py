@@ -58,10 +58,9 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
         interval=settings.heartbeat_interval,
     )
-    takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval).sweep
-    _heartbeat = Heartbeat(
-        redis, sender.hostname, settings.heartbeat_interval, [resender.sweep, takeover]
-    )
+    takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval)
+    chores = [lambda: resender.sweep(before=takeover.died_before()), takeover.sweep]
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)
 

@@ -34,6 +34,10 @@ from shared.tasks import QUEUE
 log = logging.getLogger(__name__)
 
 NODES: Final = f"{PREFIX}:held-nodes"  # set: nodes that may hold messages
+# The last sign of life of the latest node found dead: for a while after it, the outbox resender
+# (worker.resender) treats what was sent before as possibly lost with that node, see below.
+DIED: Final = f"{PREFIX}:node-died"
+DIED_SECONDS: Final = 60
 CLAIM_SECONDS: Final = 30  # one survivor at a time takes over a node
 # kombu's Redis transport: its unacked hash and index, and how it names a priority's list.
 UNACKED: Final = "unacked"
@@ -121,11 +125,28 @@ class Failover:
             node = raw.decode() if isinstance(raw, bytes) else str(raw)
             if node == self.node:
                 continue
-            if now - self._last_sign_of_life(node) < self.dead_after:
+            seen = self._last_sign_of_life(node)
+            if now - seen < self.dead_after:
                 continue
             if self.redis.set(f"{PREFIX}:takeover:{node}", self.node, nx=True, ex=CLAIM_SECONDS):
                 moved += self.take_over(node, f"no heartbeat for {self.dead_after:g} s")
+                if now - seen < DIED_SECONDS:
+                    self.redis.set(DIED, seen, ex=DIED_SECONDS)
         return moved
+
+    def died_before(self) -> float | None:
+        """When the latest dead node was last seen, for a minute after it was found dead.
+
+        A message it had popped from the queue but not yet recorded as unacknowledged (kombu
+        does that in two steps) is in no list at all. The gateway's outbox still has it, and
+        the resender sends it again once the queue is empty; with this time it need not wait
+        for its grace period (about 16 s), only for what was sent before the node died.
+        """
+        try:
+            value = self.redis.get(DIED)
+        except RedisError:
+            return None
+        return float(value) if value else None
 
     def _last_sign_of_life(self, node: str) -> float:
         # Its last beat; or, for a node that has not beaten yet (or has stopped), its last receipt.

@@ -6,10 +6,13 @@ import time
 
 import fakeredis
 import orjson
+import pytest
 
+from shared import jobstore
 from shared.jobstore import WORKERS
 from shared.tasks import QUEUE
 from worker import failover
+from worker.resender import LOCK, Resender
 
 
 def entry(priority: int | None = None, routing_key: str = QUEUE) -> bytes:
@@ -51,6 +54,8 @@ def test_only_dead_nodes_are_taken_over_and_each_message_once() -> None:
     assert redis.llen(QUEUE) == 2
     assert not redis.exists(failover.held_key("dead@b"))
     assert redis.smembers(failover.NODES) == {b"alive@a"}
+    # For a minute the resender may treat what was sent before that beat as lost.
+    assert failover.Failover(redis, "s3@e", 3.0).died_before() == now - 10
 
 
 def test_a_message_changed_since_it_was_read_is_not_moved() -> None:
@@ -64,3 +69,20 @@ def test_a_message_changed_since_it_was_read_is_not_moved() -> None:
     )
     assert moved == 0 and redis.llen(QUEUE) == 0 and redis.hexists(failover.UNACKED, "t")
     assert node.sweep() == 0
+
+
+def test_after_a_node_died_the_outbox_resends_what_was_sent_before_without_the_grace() -> None:
+    redis = fakeredis.FakeRedis()
+    died = time.time() - 3
+    for job_id, sent_at in (("before", died - 1), ("after", died + 1)):
+        record = jobstore.new_record(job_id, kind="json", model="demo", n_rows=1)
+        record |= {"spec": "demo:1", "rows": "[[0.5]]"}
+        redis.hset(jobstore.job_key(job_id), mapping=record)
+        redis.zadd(jobstore.PENDING, {job_id: sent_at})
+    sent: list[str] = []
+    resender = Resender(redis, lambda *a: sent.append(a[0]), grace=20, interval=1)
+    assert resender.sweep() == 0  # both younger than the grace
+    redis.delete(LOCK)  # as if the next beat
+    assert resender.sweep(before=died) == 1
+    assert redis.zscore(jobstore.PENDING, "after") == pytest.approx(died + 1)
+    assert sent == ["mlqueue.predict_batch"]
