@@ -29,10 +29,10 @@ def docker(*args: str) -> str:
 
 
 def revive(stack: Stack, container: str) -> None:
-    """Start a killed container again (if its restart policy has not) and wait for health."""
+    """Start a killed container again (if its restart policy has not) and wait until ready."""
     if docker("inspect", "--format", "{{.State.Running}}", container).strip() != "true":
         docker("start", container)
-    stack.wait_healthy()
+    stack.wait_ready()
 
 
 def takeovers(stack: Stack, since: float) -> list[tuple[float, int]]:
@@ -153,7 +153,7 @@ def test_restart_redis_under_load_loses_no_accepted_job(stack: Stack) -> None:
             "notes": _answers(statuses),
         }
     )
-    stack.wait_healthy()
+    stack.wait_ready()
     assert (lost, wrong) == (0, 0)
     assert statuses[500] == statuses[-1] == 0, statuses
 
@@ -220,7 +220,7 @@ def test_restart_the_gateway_gives_errors_or_answers_never_a_hang(stack: Stack) 
             "notes": _answers(statuses),
         }
     )
-    stack.wait_healthy()
+    stack.wait_ready()
     assert (lost, wrong) == (0, 0)
     assert statuses[-1] == 0 and statuses[500] == 0, statuses
 
