@@ -95,6 +95,10 @@ class Failover:
         self.redis = redis
         self.node = node
         self.dead_after = dead_after
+        # Since when this node has reached Redis without a gap: silence from the others means
+        # nothing while Redis (or this node) was away, since nobody could beat then.
+        self._reachable_since = time.time()
+        self._last_sweep = 0.0
         self._prune = redis.register_script(PRUNE)
         self._restore = redis.register_script(RESTORE)
         self._forget = redis.register_script(FORGET)
@@ -111,9 +115,14 @@ class Failover:
 
     def sweep(self) -> int:
         """Prune this node's record, take over dead nodes; returns how many messages moved."""
+        now = time.time()
+        if now - self._last_sweep > 2 * self.dead_after / 3:  # a gap of two beats or more
+            self._reachable_since = now
+        self._last_sweep = now
         try:
             return self._sweep()
         except RedisError as exc:  # Redis away: the next beat tries again
+            self._last_sweep = 0.0
             log.warning("failover sweep skipped: %s", exc)
             return 0
 
@@ -121,6 +130,8 @@ class Failover:
         self._prune(keys=[held_key(self.node), UNACKED])
         now = time.time()
         moved = 0
+        if now - self._reachable_since < self.dead_after:
+            return 0  # after a Redis outage, give the others time to beat again
         for raw in self.redis.smembers(NODES):
             node = raw.decode() if isinstance(raw, bytes) else str(raw)
             if node == self.node:
