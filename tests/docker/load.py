@@ -38,6 +38,7 @@ class Load:
     accepted: dict[str, int] = field(default_factory=dict)  # job id -> block index
     accepted_at: dict[str, float] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what became of each lost job
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -105,6 +106,7 @@ class Load:
                 response = result(http, job_id, timeout=max(0.0, deadline - time.monotonic()))
                 if response.status_code != 200:
                     lost += 1
+                    self.problems.append(f"{job_id}: {response.status_code} {response.text[:200]}")
                     continue
                 completed += 1
                 wrong += response.json()["data"] != expected[self.accepted[job_id]]
