@@ -39,6 +39,9 @@ NODES: Final = f"{PREFIX}:held-nodes"  # set: nodes that may hold messages
 DIED: Final = f"{PREFIX}:node-died"
 DIED_SECONDS: Final = 60
 CLAIM_SECONDS: Final = 30  # one survivor at a time takes over a node
+# A node's record and the node set live a day past the last receipt: a node idle that long holds
+# nothing, and whatever a vanished node held is restored by the visibility timeout anyway.
+HELD_SECONDS: Final = 86400
 # kombu's Redis transport: its unacked hash and index, and how it names a priority's list.
 UNACKED: Final = "unacked"
 UNACKED_INDEX: Final = "unacked_index"
@@ -108,7 +111,9 @@ class Failover:
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(held_key(self.node), delivery_tag, time.time())
+                pipe.expire(held_key(self.node), HELD_SECONDS)
                 pipe.sadd(NODES, self.node)
+                pipe.expire(NODES, HELD_SECONDS)
                 pipe.execute()
         except RedisError as exc:  # then only the visibility timeout restores it, as before
             log.warning("could not record a received message: %s", exc)
