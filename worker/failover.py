@@ -38,7 +38,6 @@ NODES: Final = f"{PREFIX}:held-nodes"  # set: nodes that may hold messages
 # (worker.resender) treats what was sent before as possibly lost with that node, see below.
 DIED: Final = f"{PREFIX}:node-died"
 DIED_SECONDS: Final = 60
-CLAIM_SECONDS: Final = 30  # one survivor at a time takes over a node
 # A node's record and the node set live a day past the last receipt: a node idle that long holds
 # nothing, and whatever a vanished node held is restored by the visibility timeout anyway.
 HELD_SECONDS: Final = 86400
@@ -144,7 +143,10 @@ class Failover:
             seen = self._last_sign_of_life(node)
             if now - seen < self.dead_after:
                 continue
-            if self.redis.set(f"{PREFIX}:takeover:{node}", self.node, nx=True, ex=CLAIM_SECONDS):
+            # One survivor at a time per dead node; short, so a node that comes back and dies
+            # again soon is taken over again at once (the moves are exactly-once regardless).
+            claim = max(1, round(self.dead_after))
+            if self.redis.set(f"{PREFIX}:takeover:{node}", self.node, nx=True, ex=claim):
                 moved += self.take_over(node, f"no heartbeat for {self.dead_after:g} s")
                 if now - seen < DIED_SECONDS:
                     self.redis.set(DIED, seen, ex=DIED_SECONDS)
