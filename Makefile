@@ -49,6 +49,19 @@ $(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
+.PHONY: images-offline test-docker bench-scale
+## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
+images-offline:
+	deploy/offline-bases.sh
+
+## Build the images, run the compose stack, its end-to-end tests and container drills, then down
+test-docker: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack test $(ARGS)
+
+## Scale-out: 1, 2 and 4 worker containers of 0.4 CPU each, CSV rows/s and jobs/s per N
+bench-scale: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack bench-scale $(ARGS)
+
 ## Fault drill: kill workers and Redis under load; exits non-zero if any accepted job is lost
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)

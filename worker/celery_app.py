@@ -14,7 +14,7 @@ from shared.redis_clients import sync_redis
 from shared.replication import ReplicaWait
 from shared.settings import get_settings
 from shared.tasks import QUEUE
-from worker import job_events, kombu_patch, metrics, runtime
+from worker import failover, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 from worker.reaper import Reaper
@@ -72,7 +72,8 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         ttl=settings.result_ttl,
         interval=settings.heartbeat_interval,
     )
-    chores = [resender.sweep, reaper.sweep]
+    takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval)
+    chores = [lambda: resender.sweep(before=takeover.died_before()), takeover.sweep, reaper.sweep]
     _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)

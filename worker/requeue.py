@@ -20,7 +20,9 @@ def requeue_if_redis_is_away() -> Iterator[None]:
     the broker that just failed. Rejecting with requeue hands the message back (or, if Redis
     still refuses, leaves it unacknowledged until the visibility timeout; `worker.reaper` is the
     net below that); the job store's sticky states, the per-chunk bookkeeping and the attempt
-    count (`max_attempts`) make the next runs safe and bounded.
+    count (`max_attempts`) make the next runs safe and bounded. A `NoScriptError` is one case:
+    Redis restarted under a pipeline and redis-py's retry re-sent its EVALSHAs to a server whose
+    script cache is empty (seen in the `docker restart redis` drill).
     """
     try:
         yield
