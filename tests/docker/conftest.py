@@ -30,7 +30,7 @@ import sys, json, pathlib, numpy as np
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 registry = Registry(pathlib.Path("/app/models"), "demo")
-model = SklearnModel.load(registry.artifact(registry.resolve("demo")), fast=False)
+model = SklearnModel.from_bytes(registry.read_artifact(registry.resolve("demo")), fast=False)
 for line in sys.stdin:
     rows = np.asarray(json.loads(line), dtype=float)
     print(json.dumps([float(v) for v in model.predict(rows)]), flush=True)
