@@ -127,30 +127,39 @@ class Jobs:
     ) -> tuple[JobView, list[float] | None]:
         """The job's view (and predictions) once it has finished, or after `timeout` seconds.
         A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
-        view, predictions = await self.store.result(job_id, owner)
-        if view.status.finished or timeout <= 0:
+        loop = asyncio.get_running_loop()
+        seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
+        deadline = loop.time() + seconds
+        view, predictions = await self._read(job_id, owner, deadline)
+        if view.status.finished or seconds <= 0:
             return view, predictions
-        seconds = min(timeout, self.settings.max_wait_seconds)
         async with self.quotas.long_poll(owner, seconds):
-            return await self._wait(job_id, owner, seconds)
+            return await self._wait(job_id, owner, deadline)
+
+    async def _read(
+        self, job_id: str, owner: str, deadline: float
+    ) -> tuple[JobView, list[float] | None]:
+        """The job's view and predictions. A Redis error (a restart or failover under a long
+        poll) is ridden out until `deadline`, since the job's state survives it; past the
+        deadline the 503 stands."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await self.store.result(job_id, owner)
+            except RedisError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
 
     async def _wait(
-        self, job_id: str, owner: str, seconds: float
+        self, job_id: str, owner: str, deadline: float
     ) -> tuple[JobView, list[float] | None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": seconds}
+        timeout = round(deadline - loop.time(), 3)
+        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
         with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
             while True:
-                try:
-                    view, predictions = await self.store.result(job_id, owner)
-                except RedisError:
-                    # A failover or restart under a long poll: ride it out until the deadline
-                    # (the job's state survives it); past the deadline the 503 stands.
-                    if loop.time() >= deadline:
-                        raise
-                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
-                    continue
+                view, predictions = await self._read(job_id, owner, deadline)
                 remaining = deadline - loop.time()
                 if view.status.finished or remaining <= 0:
                     return view, predictions
