@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from gateway import metrics
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
+from gateway.idempotency import fingerprint
 from gateway.publisher import Publisher
 from gateway.store import JobStore
 from shared import csvjobs, jobstore
@@ -49,11 +51,14 @@ class CsvUpload:
         publisher: Publisher,
         owner: str,
         query: Mapping[str, str],
+        on_chunk: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
+        self.on_chunk = on_chunk  # called after each chunk is sent (keeps an idempotency claim)
+        self.digest = hashlib.sha256()  # of the file's bytes: what makes a retry "the same"
         self.job_id = ""
         self.stopped = False  # the job ended during the upload: read on, store nothing
         self._head = b""
@@ -85,9 +90,11 @@ class CsvUpload:
             case FileStart(fields):
                 self._resolve_options(fields)
             case FileData(data) if self._chunker is not None:
+                self.digest.update(data)
                 for chunk in self._chunker.feed(data):
                     await self._send(chunk)
             case FileData(data):
+                self.digest.update(data)
                 self._head += data
                 await self._start(final=False)
             case FileEnd():
@@ -95,14 +102,12 @@ class CsvUpload:
 
     def _resolve_options(self, fields: Mapping[str, str]) -> None:
         """Options are complete when the file part starts: check them before reading it."""
-        given = {k: v for k, v in {**self.query, **fields}.items() if v != ""}
-        try:
-            self.options = CsvOptions.model_validate(given)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(map(str, error["loc"]))
-            raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+        self.options = options_of(self.query, fields)
         self.info = self.registry.resolve(self.options.model)
+
+    def fingerprint(self) -> str:
+        """The upload's identity for Idempotency-Key: the file's sha256 and the options."""
+        return _fingerprint(self.digest.digest(), self.options)
 
     async def _file_end(self) -> None:
         if self._chunker is None and not await self._start(final=True):
@@ -173,6 +178,8 @@ class CsvUpload:
             return
         message_id = f"{self.job_id}.{chunk.index}"
         await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>")
+        if self.on_chunk is not None:
+            await self.on_chunk()
 
     async def _wait_for_room(self, index: int) -> None:
         """Hold the upload while too many chunks wait to be scored (bounds Redis memory)."""
@@ -212,3 +219,36 @@ class CsvUpload:
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
+
+
+def options_of(query: Mapping[str, str], fields: Mapping[str, str]) -> CsvOptions:
+    """The upload's options: form fields over query parameters; `InvalidInput` naming a bad one."""
+    given = {k: v for k, v in {**query, **fields}.items() if v != ""}
+    try:
+        return CsvOptions.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+
+
+async def fingerprint_upload(
+    content_type: str, body: AsyncIterator[bytes], query: Mapping[str, str]
+) -> str:
+    """Read an upload through only to fingerprint it (a duplicate of a bound Idempotency-Key)."""
+    form = FormReader(content_type, "file", CsvOptions.model_fields)
+    digest = hashlib.sha256()
+    options = CsvOptions()
+    async for block in body:
+        for event in form.feed(block):
+            match event:
+                case FileStart(fields):
+                    options = options_of(query, fields)
+                case FileData(data):
+                    digest.update(data)
+    form.finish()
+    return _fingerprint(digest.digest(), options)
+
+
+def _fingerprint(file_sha256: bytes, options: CsvOptions) -> str:
+    return fingerprint(file_sha256, orjson.dumps(options.model_dump(mode="json")))

@@ -19,6 +19,7 @@ from shared.errors import (
     ModelError,
     ModelNotFound,
     QueueUnavailable,
+    RateLimited,
     ServiceError,
 )
 
@@ -31,6 +32,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     JobConflict: 409,
     ModelError: 503,
     QueueUnavailable: 503,
+    RateLimited: 429,
 }
 RETRY_AFTER = 5
 
@@ -59,6 +61,7 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     response = problem(status, type(exc).__name__, exc.message, exc.details)
     if isinstance(exc, QueueUnavailable):
         response.headers["Retry-After"] = str(exc.retry_after)
+    response.headers.update(exc.headers)
     return response
 
 
@@ -117,6 +120,7 @@ _TITLES = {
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    429: "TooManyRequests",
 }
 
 

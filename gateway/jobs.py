@@ -10,16 +10,19 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
 
 from gateway import metrics
 from gateway.batcher import Batcher
 from gateway.csv_store import CsvStore
-from gateway.csv_upload import CsvUpload
+from gateway.csv_upload import CsvUpload, fingerprint_upload
 from gateway.events import JobEvents
+from gateway.idempotency import Idempotency, fingerprint
+from gateway.listing import JobListing
 from gateway.publisher import Publisher
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -27,11 +30,27 @@ from shared import jobstore
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
-from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
+from shared.schemas import (
+    CsvErrors,
+    JobAccepted,
+    JobPage,
+    JobResult,
+    JobStatus,
+    JobView,
+    LineError,
+)
 from shared.settings import Settings
 from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submit's answer; `replayed` when an Idempotency-Key named a job created before."""
+
+    accepted: JobAccepted
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,8 @@ class Jobs:
         self.publisher = publisher
         self.store = JobStore(redis, settings.result_ttl)
         self.chunks = CsvStore(redis, settings.result_ttl)
+        self.listing = JobListing(redis, settings.result_ttl)
+        self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -88,23 +109,81 @@ class Jobs:
             location=f"/v1/jobs/{job_id}",
         )
 
+    async def submit_once(
+        self, rows: list[list[float]], model: str, owner: str, key: str | None
+    ) -> Submitted:
+        """`submit`, at most once per `Idempotency-Key` (`key`) of this owner."""
+        if key is None:  # the hot path: no Redis round trip beyond the submit's own
+            return Submitted(await self.submit(rows, model, owner))
+        fp = fingerprint(orjson.dumps(rows), model.encode())
+        found = await self.idempotency.claim(owner, key, fp)
+        if found is not None:
+            return Submitted(self.idempotency.replay(found, fp), replayed=True)
+        try:
+            accepted = await self.submit(rows, model, owner)
+        except BaseException:
+            await asyncio.shield(self.idempotency.release(owner, key))
+            raise
+        await asyncio.shield(self.idempotency.bind(owner, key, fp, accepted))
+        return Submitted(accepted)
+
     async def submit_csv(
         self,
         content_type: str,
         body: AsyncIterator[bytes],
         owner: str,
         query: Mapping[str, str],
-    ) -> JobAccepted:
+        key: str | None = None,
+    ) -> Submitted:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
-        parameters (form fields sent before the file override them)."""
-        upload = CsvUpload(
-            self.settings, self.registry, self.store, self.chunks, self.publisher, owner, query
+        parameters (form fields sent before the file override them). With an Idempotency-Key
+        (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
+        if key is None:
+            return Submitted(await self._upload(owner, query).run(content_type, body))
+        found = await self.idempotency.claim(owner, key)
+        if found is not None:  # read the duplicate through to compare it, creating nothing
+            fp = await fingerprint_upload(content_type, body, query)
+            return Submitted(self.idempotency.replay(found, fp), replayed=True)
+        upload = self._upload(owner, query, on_chunk=lambda: self.idempotency.refresh(owner, key))
+        try:
+            accepted = await upload.run(content_type, body)
+        except BaseException:
+            await asyncio.shield(self.idempotency.release(owner, key))
+            raise
+        await asyncio.shield(self.idempotency.bind(owner, key, upload.fingerprint(), accepted))
+        return Submitted(accepted)
+
+    def _upload(
+        self,
+        owner: str,
+        query: Mapping[str, str],
+        on_chunk: Callable[[], Awaitable[None]] | None = None,
+    ) -> CsvUpload:
+        return CsvUpload(
+            self.settings,
+            self.registry,
+            self.store,
+            self.chunks,
+            self.publisher,
+            owner,
+            query,
+            on_chunk=on_chunk,
         )
-        return await upload.run(content_type, body)
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
         return await self.store.get(job_id, owner)
+
+    async def list_jobs(
+        self,
+        owner: str,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        kind: str | None = None,
+    ) -> JobPage:
+        """The owner's jobs, newest first, one page after `cursor` (from the previous page)."""
+        return await self.listing.page(owner, limit, cursor, status, kind)
 
     async def wait(
         self, job_id: str, owner: str, timeout: float

@@ -29,13 +29,20 @@ class JobStore:
         model spec, rows as JSON) also keep what it takes to send them again until they start."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
+            # The listing index rides in the same round trip (no cost on the submit path).
+            indexed: dict[str, dict[str, float]] = {}
             for record in records:
+                index = indexed.setdefault(jobstore.owner_index_key(record["owner"]), {})
+                index[record["id"]] = float(record["created_at"])
                 key = jobstore.job_key(record["id"])
                 pipe.hset(key, mapping=record)  # type: ignore[arg-type]
                 if outbox and record["id"] in outbox:
                     spec, rows = outbox[record["id"]]
                     pipe.hset(key, mapping={"spec": spec, "rows": rows})
                 pipe.expire(key, self.ttl)
+            for index_key, members in indexed.items():
+                pipe.zadd(index_key, members)
+                pipe.expire(index_key, self.ttl)
             if outbox:
                 pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
                 pipe.expire(jobstore.PENDING, self.ttl)

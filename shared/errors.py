@@ -4,9 +4,11 @@ ServiceError
 ├── InvalidInput        bad rows, columns or values
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
+│   └── RequestInProgress   a request with the same Idempotency-Key is still running
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
-└── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
+├── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
+└── RateLimited         the caller's key is over its rate limit
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ class ServiceError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer must carry (Retry-After, rate-limit fields)."""
+        return {}
+
 
 class InvalidInput(ServiceError):
     """Raised when submitted rows are malformed: the message names the row and column."""
@@ -33,6 +40,14 @@ class JobNotFound(ServiceError):
 
 class JobConflict(ServiceError):
     """Raised when a job's state does not allow the request (cancel a finished job, ...)."""
+
+
+class RequestInProgress(JobConflict):
+    """Raised when a request with the same Idempotency-Key has not finished yet."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class ModelNotFound(ServiceError):
@@ -49,3 +64,16 @@ class QueueUnavailable(ServiceError):
     def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class RateLimited(ServiceError):
+    """Raised when the caller's API key has spent its tokens; `fields` are the answer's headers
+    (`Retry-After`, `RateLimit`, `RateLimit-Policy`)."""
+
+    def __init__(self, message: str, fields: dict[str, str], **details: Any) -> None:
+        super().__init__(message, **details)
+        self.fields = fields
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.fields

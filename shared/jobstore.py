@@ -33,6 +33,12 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def owner_index_key(owner: str) -> str:
+    """The sorted set of an owner's gateway jobs (job id -> creation time), for listing.
+    Jobs enqueued directly with Celery have no owner and are not indexed."""
+    return f"{PREFIX}:owner:{owner or '-'}:jobs"
+
+
 # KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
 # the record is missing. Returns the status the caller should act on: "running" to go on,
 # anything else to stop. A started job leaves the outbox: its message has arrived.

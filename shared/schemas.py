@@ -179,6 +179,15 @@ class Problem(BaseModel):
     extra: dict[str, Any] | None = None
 
 
+class JobPage(BaseModel):
+    """One page of the caller's jobs, newest first."""
+
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
 class LineError(BaseModel):
     """A bad line of an uploaded CSV file: 1-based line and column of the file."""
 

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(10_000, ge=1)
     """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
 
+    # --- Job API (issue 14) ---------------------------------------------------------------
+    idempotency_ttl: int = Field(86_400, ge=60)
+    """Seconds an `Idempotency-Key` stays bound to the job it created (per API key); a retry
+    with the same key and body within it gets the original 202 again instead of a second job."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

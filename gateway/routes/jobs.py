@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
-from gateway.jobs import CsvResult
-from shared.schemas import JobAccepted, JobResult, JobView, PredictRequest, Problem
+from gateway.idempotency import KEY_PATTERN
+from gateway.jobs import CsvResult, Submitted
+from shared.schemas import (
+    JobAccepted,
+    JobPage,
+    JobResult,
+    JobStatus,
+    JobView,
+    PredictRequest,
+    Problem,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=KEY_PATTERN,
+        description="1-255 visible ASCII characters: a retry with the same key and body gets "
+        "the original answer (with `Idempotent-Replayed: true`) instead of a second job.",
+    ),
+]
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="The id returned at submit.")]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {
@@ -42,6 +60,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     status_code=202,
     responses={
         202: ex.answer("Accepted: poll `Location`.", ex.ACCEPTED),
+        409: {"model": Problem, "description": "A request with this Idempotency-Key is running."},
         **{k: PROBLEMS[k] for k in (422, 503)},
     },
     dependencies=[QueueHasRoom],
@@ -51,11 +70,33 @@ async def submit_job(
     jobs: JobsDep,
     owner: OwnerDep,
     response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
-    accepted = await jobs.submit(body.data, body.model, owner)
-    response.headers["Location"] = accepted.location
-    return accepted
+    return accepted(await jobs.submit_once(body.data, body.model, owner, idempotency_key), response)
+
+
+def accepted(submitted: Submitted, response: Response) -> JobAccepted:
+    """The 202 body, with `Location` (and `Idempotent-Replayed` for a replay) set."""
+    response.headers["Location"] = submitted.accepted.location
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return submitted.accepted
+
+
+@router.get("", responses={422: PROBLEMS[422], 503: PROBLEMS[503]})
+async def list_jobs(
+    jobs: JobsDep,
+    owner: OwnerDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    kind: Annotated[Literal["json", "csv"] | None, Query(description="Only this kind.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> JobPage:
+    """Your jobs, newest first, a page at a time: follow `next_cursor` until it is null."""
+    return await jobs.list_jobs(owner, limit, cursor, status, kind)
 
 
 @router.get(

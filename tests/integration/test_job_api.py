@@ -1,0 +1,108 @@
+"""Issue 14's job API on the real system: listing, idempotent submit, retry, rate limits, events."""
+
+from __future__ import annotations
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.integration.conftest import System, consumer_paused, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_listing_pages_through_250_jobs_newest_first(
+    system: System, diabetes_rows: list[list[float]]
+) -> None:
+    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+        with consumer_paused(system), ThreadPoolExecutor(8) as pool:
+            submitted = list(
+                pool.map(lambda i: _submit(http, diabetes_rows[i % 400 : i % 400 + 1]), range(250))
+            )
+        listed = _listed(http, {"limit": 37})
+        # Nothing else submits meanwhile: the newest 250 are exactly these.
+        assert {j["job_id"] for j in listed[:250]} == set(submitted)
+        times = [j["created_at"] for j in listed]
+        assert times == sorted(times, reverse=True)
+        assert len({j["job_id"] for j in listed}) == len(listed)  # no page repeats an entry
+        json_only = _listed(http, {"limit": 100, "kind": "json"})
+        assert {j["job_id"] for j in json_only} >= set(submitted)
+        assert _listed(http, {"limit": 100, "kind": "csv"}) == [
+            j for j in listed if j["kind"] == "csv"
+        ]
+
+
+def _submit(http: httpx.Client, rows: list[list[float]]) -> str:
+    response = http.post("/v1/jobs", json={"data": rows})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def _listed(http: httpx.Client, params: dict[str, object]) -> list[dict[str, object]]:
+    jobs: list[dict[str, object]] = []
+    cursor = None
+    for _ in range(1000):
+        response = http.get("/v1/jobs", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["jobs"]) <= int(str(params["limit"]))
+        jobs += body["jobs"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return jobs
+    raise AssertionError("the cursor never ran out")
+
+
+def test_a_retry_after_a_dropped_connection_creates_one_job(
+    system: System, diabetes_rows: list[list[float]]
+) -> None:
+    body = json.dumps({"data": diabetes_rows[:3]}).encode()
+    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+        before = {j["job_id"] for j in _listed(http, {"limit": 100})}
+        # The first attempt: the request is sent and handled, but the client hangs up before
+        # reading the answer (as when a connection drops on the way back).
+        host, port = system.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Idempotency-Key: drop-1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            wait_for(lambda: len(_listed(http, {"limit": 100})) > len(before))
+        retry = http.post("/v1/jobs", content=body, headers=_json("drop-1"))
+        assert retry.status_code == 202, retry.text
+        new = [j for j in _listed(http, {"limit": 100}) if j["job_id"] not in before]
+        assert [j["job_id"] for j in new] == [retry.json()["job_id"]]
+        assert retry.headers["location"] == f"/v1/jobs/{retry.json()['job_id']}"
+        # The first attempt made the job, so the retry was a replay of it.
+        assert retry.headers.get("idempotent-replayed") == "true"
+        result = http.get(f"{retry.headers['location']}/result", params={"wait": 20})
+        assert len(result.json()["data"]) == 3
+        again = http.post("/v1/jobs", json={"data": diabetes_rows[3:4]}, headers=_json("drop-1"))
+        assert again.status_code == 422 and "different request body" in again.json()["detail"]
+
+
+def test_concurrent_submits_with_one_key_create_one_job(
+    system: System, diabetes_rows: list[list[float]]
+) -> None:
+    body = json.dumps({"data": diabetes_rows[:2]}).encode()
+    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+        before = {j["job_id"] for j in _listed(http, {"limit": 100})}
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: http.post("/v1/jobs", content=body, headers=_json("burst-1")),
+                    range(12),
+                )
+            )
+        assert [a.status_code for a in answers] == [202] * 12
+        assert len({a.json()["job_id"] for a in answers}) == 1
+        assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 11
+        new = [j for j in _listed(http, {"limit": 100}) if j["job_id"] not in before]
+        assert [j["job_id"] for j in new] == [answers[0].json()["job_id"]]
+
+
+def _json(idempotency_key: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
