@@ -87,14 +87,22 @@ class Jobs:
             max_wait=settings.batch_max_wait_ms / 1000,
         )
 
-    async def submit(self, rows: list[list[float]], model: str, owner: str) -> JobAccepted:
-        """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
+    async def submit(
+        self,
+        rows: list[list[float]],
+        model: str,
+        owner: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> JobAccepted:
+        """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
+        returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
+        record.update(extra or {})
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
         await self.batcher.add(record, rows, f"{info.name}:{info.version}")
@@ -237,6 +245,32 @@ class Jobs:
         if view.kind == "csv":  # its chunks will not be scored: free their data now
             await self.chunks.purge(job_id)
         return view
+
+    async def retry(self, job_id: str, owner: str) -> JobAccepted:
+        """A new job with the rows and pinned model version of a failed or cancelled JSON job;
+        `JobConflict` for any other job (a CSV file is not kept: it must be uploaded again)."""
+        view, rows = await self.store.retry_input(job_id, owner)
+        if view.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise JobConflict(
+                f"job {job_id} is {view.status.value}: only failed or cancelled jobs can be "
+                "retried",
+                job_status=view.status.value,
+            )
+        if view.kind == "csv":
+            raise JobConflict(
+                f"job {job_id} is a CSV job: its file is not kept, upload it again "
+                "(POST /v1/jobs/csv)",
+                job_status=view.status.value,
+            )
+        if rows is None:
+            raise JobConflict(
+                f"job {job_id} has no rows kept to retry (it was enqueued directly with Celery)",
+                job_status=view.status.value,
+            )
+        spec = f"{view.model}:{view.version}" if view.version else view.model
+        accepted = await self.submit(rows, spec, owner, {"retry_of": job_id})
+        log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
+        return accepted
 
     async def errors(self, job_id: str, owner: str) -> CsvErrors:
         """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""

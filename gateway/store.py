@@ -62,6 +62,14 @@ class JobStore:
         raw = fields.pop("result", None)
         return jobstore.to_view(job_id, fields), (orjson.loads(raw) if raw else None)
 
+    async def retry_input(
+        self, job_id: str, owner: str
+    ) -> tuple[JobView, list[list[float]] | None]:
+        """The job's view and the rows it was submitted with, while they are kept."""
+        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "input", "rows"))
+        rows = jobstore.input_rows(fields)
+        return jobstore.to_view(job_id, fields), rows
+
     async def cancel(self, job_id: str, owner: str) -> JobStatus:
         """Cancel a live job; returns the status it had before (final ones are left alone)."""
         await self._fields(job_id, owner, ("status",))

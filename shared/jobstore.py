@@ -40,7 +40,7 @@ def owner_index_key(owner: str) -> str:
 
 
 # KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
-# the record is missing. Returns the status the caller should act on: "running" to go on,
+# the record is missing. A gateway job's rows stay on the record as `input` (see FINISH). Returns the status the caller should act on: "running" to go on,
 # anything else to stop. A started job leaves the outbox: its message has arrived.
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -49,7 +49,12 @@ if not status then
   status = 'queued'
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
+-- The outbox's copy of the rows becomes `input`: kept until the job succeeds, for a retry.
+local rows = redis.call('HGET', KEYS[1], 'rows')
 redis.call('HDEL', KEYS[1], 'rows', 'spec')
+if rows then
+  redis.call('HSET', KEYS[1], 'input', rows)
+end
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -66,6 +71,9 @@ if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
+if ARGV[3] == 'succeeded' then
+  redis.call('HDEL', KEYS[1], 'input')  -- only failed or cancelled jobs can be retried
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -133,6 +141,13 @@ def status_of(reply: object) -> JobStatus:
     return JobStatus(text(reply))
 
 
+def input_rows(fields: Mapping[str, Any]) -> list[list[float]] | None:
+    """A JSON job's rows as kept on its record (`rows` before it started, `input` after); None
+    once it succeeded or for jobs that never had any (CSV, direct tasks)."""
+    raw = fields.get("input") or fields.get("rows")
+    return orjson.loads(raw) if raw else None
+
+
 def previous_status(reply: object) -> JobStatus | None:
     """The status a `CANCEL` call found: None when the job does not exist."""
     return JobStatus(text(reply)) if reply else None
@@ -162,6 +177,7 @@ VIEW_FIELDS: Final = (
     "chunks_done",
     "chunks_total",
     "rows_skipped",
+    "retry_of",
 )
 
 
@@ -200,6 +216,7 @@ def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
         finished_at=_time(f.get("finished_at")),
         error=error,
         progress=_progress(f),
+        retry_of=f.get("retry_of"),
     )
 
 

@@ -122,6 +122,7 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     error: JobError | None = None
     progress: Progress | None = None
+    retry_of: str | None = Field(None, description="The job this one retries, if any.")
 
 
 class JobAccepted(BaseModel):

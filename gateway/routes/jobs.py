@@ -165,3 +165,21 @@ async def get_result(
 async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     """Cancel a queued or running job: it will not produce a result."""
     return await jobs.cancel(job_id, owner)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    responses={
+        202: ex.answer("Accepted: the new job (its view has `retry_of`).", ex.ACCEPTED),
+        409: {"model": Problem, "description": "The job is not failed or cancelled, or is CSV."},
+        **{k: PROBLEMS[k] for k in (404, 422, 503)},
+    },
+    dependencies=[QueueHasRoom],
+)
+async def retry_job(
+    job_id: JobId, jobs: JobsDep, owner: OwnerDep, response: Response
+) -> JobAccepted:
+    """Run a failed or cancelled JSON job again, with the same rows and model version, as a
+    new job."""
+    return accepted(Submitted(await jobs.retry(job_id, owner)), response)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from shared import jobstore
 from tests.integration.conftest import System, consumer_paused, wait_for
+from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +110,34 @@ def test_concurrent_submits_with_one_key_create_one_job(
 
 def _json(idempotency_key: str) -> dict[str, str]:
     return {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+
+
+def test_retry_of_a_cancelled_and_a_failed_job(
+    system: System, http: httpx.Client, model_dir: Path, diabetes_rows: list[list[float]]
+) -> None:
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    rows = diabetes_rows[10:15]
+    redis = system.redis()
+    with consumer_paused(system):
+        cancelled = _submit(http, rows)
+        assert http.delete(f"/v1/jobs/{cancelled}").status_code == 200
+        failed = _submit(http, rows)
+        # What a worker records for a job that failed after it started.
+        for call, script in (
+            (jobstore.start_call(failed, model="demo:1", n_rows=5, ttl=600), jobstore.START),
+            (
+                jobstore.failure_call(failed, error_type="ModelError", message="x", ttl=600),
+                jobstore.FINISH,
+            ),
+        ):
+            redis.eval(script, len(call.keys), *call.keys, *call.args)
+    for old in (cancelled, failed):
+        response = http.post(f"/v1/jobs/{old}/retry")
+        assert response.status_code == 202, response.text
+        new = response.json()["job_id"]
+        result = http.get(f"/v1/jobs/{new}/result", params={"wait": 20})
+        assert result.status_code == 200
+        assert result.json()["data"] == [float(v) for v in estimator.predict(np.asarray(rows))]
+        assert http.get(f"/v1/jobs/{new}").json()["retry_of"] == old
+        again = http.post(f"/v1/jobs/{new}/retry")
+        assert again.status_code == 409 and "is succeeded" in again.json()["detail"]
