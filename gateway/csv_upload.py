@@ -51,13 +51,14 @@ class CsvUpload:
         publisher: Publisher,
         owner: str,
         query: Mapping[str, str],
-        on_chunk: Callable[[], Awaitable[None]] | None = None,
+        before_chunk: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
-        self.on_chunk = on_chunk  # called after each chunk is sent (keeps an idempotency claim)
+        # Awaited with each chunk's rows before it is stored (rate limit, idempotency claim).
+        self.before_chunk = before_chunk
         self.digest = hashlib.sha256()  # of the file's bytes: what makes a retry "the same"
         self.job_id = ""
         self.stopped = False  # the job ended during the upload: read on, store nothing
@@ -164,6 +165,8 @@ class CsvUpload:
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
+        if self.before_chunk is not None:
+            await self.before_chunk(chunk.rows)
         kwargs = csvjobs.task_kwargs(
             self.job_id,
             chunk.index,
@@ -178,8 +181,6 @@ class CsvUpload:
             return
         message_id = f"{self.job_id}.{chunk.index}"
         await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>")
-        if self.on_chunk is not None:
-            await self.on_chunk()
 
     async def _wait_for_room(self, index: int) -> None:
         """Hold the upload while too many chunks wait to be scored (bounds Redis memory)."""

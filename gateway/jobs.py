@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -24,6 +24,7 @@ from gateway.events import JobEvents
 from gateway.idempotency import Idempotency, fingerprint
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
+from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
 from shared import jobstore
@@ -80,6 +81,7 @@ class Jobs:
         self.chunks = CsvStore(redis, settings.result_ttl)
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
+        self.limits = RateLimiter(redis, settings)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -122,12 +124,14 @@ class Jobs:
     ) -> Submitted:
         """`submit`, at most once per `Idempotency-Key` (`key`) of this owner."""
         if key is None:  # the hot path: no Redis round trip beyond the submit's own
+            await self.limits.take(owner, jobs=1, rows=len(rows))  # nothing when limits are off
             return Submitted(await self.submit(rows, model, owner))
         fp = fingerprint(orjson.dumps(rows), model.encode())
         found = await self.idempotency.claim(owner, key, fp)
-        if found is not None:
+        if found is not None:  # a replay costs no tokens: it creates nothing
             return Submitted(self.idempotency.replay(found, fp), replayed=True)
         try:
+            await self.limits.take(owner, jobs=1, rows=len(rows))
             accepted = await self.submit(rows, model, owner)
         except BaseException:
             await asyncio.shield(self.idempotency.release(owner, key))
@@ -147,13 +151,15 @@ class Jobs:
         parameters (form fields sent before the file override them). With an Idempotency-Key
         (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
         if key is None:
+            await self.limits.take(owner, jobs=1)
             return Submitted(await self._upload(owner, query).run(content_type, body))
         found = await self.idempotency.claim(owner, key)
         if found is not None:  # read the duplicate through to compare it, creating nothing
             fp = await fingerprint_upload(content_type, body, query)
             return Submitted(self.idempotency.replay(found, fp), replayed=True)
-        upload = self._upload(owner, query, on_chunk=lambda: self.idempotency.refresh(owner, key))
+        upload = self._upload(owner, query, key)
         try:
+            await self.limits.take(owner, jobs=1)
             accepted = await upload.run(content_type, body)
         except BaseException:
             await asyncio.shield(self.idempotency.release(owner, key))
@@ -161,12 +167,14 @@ class Jobs:
         await asyncio.shield(self.idempotency.bind(owner, key, upload.fingerprint(), accepted))
         return Submitted(accepted)
 
-    def _upload(
-        self,
-        owner: str,
-        query: Mapping[str, str],
-        on_chunk: Callable[[], Awaitable[None]] | None = None,
-    ) -> CsvUpload:
+    def _upload(self, owner: str, query: Mapping[str, str], key: str | None = None) -> CsvUpload:
+        async def before_chunk(rows: int) -> None:
+            # The key's rows/s paces the upload; a long upload keeps its idempotency claim.
+            await self.limits.pace(owner, rows)
+            if key is not None:
+                await self.idempotency.refresh(owner, key)
+
+        hook = before_chunk if key is not None or self.limits.enabled else None
         return CsvUpload(
             self.settings,
             self.registry,
@@ -175,7 +183,7 @@ class Jobs:
             self.publisher,
             owner,
             query,
-            on_chunk=on_chunk,
+            before_chunk=hook,
         )
 
     async def get(self, job_id: str, owner: str) -> JobView:
@@ -268,6 +276,7 @@ class Jobs:
                 job_status=view.status.value,
             )
         spec = f"{view.model}:{view.version}" if view.version else view.model
+        await self.limits.take(owner, jobs=1, rows=len(rows))
         accepted = await self.submit(rows, spec, owner, {"retry_of": job_id})
         log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
         return accepted

@@ -40,8 +40,9 @@ def owner_index_key(owner: str) -> str:
 
 
 # KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
-# the record is missing. A gateway job's rows stay on the record as `input` (see FINISH). Returns the status the caller should act on: "running" to go on,
-# anything else to stop. A started job leaves the outbox: its message has arrived.
+# the record is missing. Returns the status the caller should act on: "running" to go on,
+# anything else to stop. A started job leaves the outbox: its message has arrived; a gateway
+# job's rows stay on the record as `input` (until FINISH records a success) for a retry.
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then

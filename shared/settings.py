@@ -9,10 +9,35 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RateLimit(BaseModel):
+    """One API key's budget: token buckets refilled at `*_per_second`, holding `*_burst` tokens
+    (0: one second's worth). A rate of 0 means no limit on that count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jobs_per_second: float = Field(0.0, ge=0)
+    jobs_burst: float = Field(0.0, ge=0)
+    rows_per_second: float = Field(0.0, ge=0)
+    rows_burst: float = Field(0.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any bucket limits anything."""
+        return self.jobs_per_second > 0 or self.rows_per_second > 0
+
+    def jobs_burst_size(self) -> float:
+        """The jobs bucket's capacity."""
+        return self.jobs_burst or max(1.0, self.jobs_per_second)
+
+    def rows_burst_size(self) -> float:
+        """The rows bucket's capacity."""
+        return self.rows_burst or max(1.0, self.rows_per_second)
 
 
 class Settings(BaseSettings):
@@ -122,6 +147,21 @@ class Settings(BaseSettings):
     idempotency_ttl: int = Field(86_400, ge=60)
     """Seconds an `Idempotency-Key` stays bound to the job it created (per API key); a retry
     with the same key and body within it gets the original 202 again instead of a second job."""
+    rate_limit_jobs_per_second: float = Field(0.0, ge=0)
+    """Jobs each API key may submit per second (a token bucket in Redis shared by every gateway
+    process); over it a submit gets 429 with `Retry-After`. 0: no limit (the default)."""
+    rate_limit_jobs_burst: float = Field(0.0, ge=0)
+    """Jobs a key may submit at once before the per-second rate applies; 0: one second's worth."""
+    rate_limit_rows_per_second: float = Field(0.0, ge=0)
+    """Rows each API key may submit per second (JSON rows at submit: 429 over it; a CSV upload is
+    slowed down to it chunk by chunk instead). 0: no limit (the default)."""
+    rate_limit_rows_burst: float = Field(0.0, ge=0)
+    """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
+    A job with more rows than this waits for a full bucket."""
+    rate_limit_overrides: dict[str, RateLimit] = {}
+    """Per-key limits replacing the four above, as JSON: the key's owner id (the first 16 hex
+    digits of its digest in `api_keys`) -> `{"jobs_per_second", "jobs_burst",
+    "rows_per_second", "rows_burst"}`; e.g. `{"0123456789abcdef": {"jobs_per_second": 1000}}`."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -150,6 +190,15 @@ class Settings(BaseSettings):
                 f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout}"
             )
         return self
+
+    def rate_limit(self) -> RateLimit:
+        """The default per-key limits."""
+        return RateLimit(
+            jobs_per_second=self.rate_limit_jobs_per_second,
+            jobs_burst=self.rate_limit_jobs_burst,
+            rows_per_second=self.rate_limit_rows_per_second,
+            rows_burst=self.rate_limit_rows_burst,
+        )
 
     @property
     def backend_url(self) -> str:

@@ -49,7 +49,7 @@ UPLOAD_BODY: dict[str, Any] = {
         413: {"model": Problem, "description": "The upload exceeds MLQUEUE_MAX_UPLOAD_BYTES."},
         409: {"model": Problem, "description": "The same Idempotency-Key is uploading now."},
         415: {"model": Problem, "description": "The body is not multipart/form-data."},
-        **{k: PROBLEMS[k] for k in (422, 503)},
+        **{k: PROBLEMS[k] for k in (422, 429, 503)},
     },
     dependencies=[QueueHasRoom],
 )

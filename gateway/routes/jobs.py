@@ -45,6 +45,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
             ex.problem(422, "InvalidInput", "row 0 has 3 features, expected 10"),
         ),
     },
+    429: {
+        "model": Problem,
+        "description": "The API key is over its rate limit: see `Retry-After`, `RateLimit` and "
+        "`RateLimit-Policy`.",
+    },
     503: {
         "model": Problem,
         **ex.answer(
@@ -61,7 +66,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     responses={
         202: ex.answer("Accepted: poll `Location`.", ex.ACCEPTED),
         409: {"model": Problem, "description": "A request with this Idempotency-Key is running."},
-        **{k: PROBLEMS[k] for k in (422, 503)},
+        **{k: PROBLEMS[k] for k in (422, 429, 503)},
     },
     dependencies=[QueueHasRoom],
 )
@@ -173,7 +178,7 @@ async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     responses={
         202: ex.answer("Accepted: the new job (its view has `retry_of`).", ex.ACCEPTED),
         409: {"model": Problem, "description": "The job is not failed or cancelled, or is CSV."},
-        **{k: PROBLEMS[k] for k in (404, 422, 503)},
+        **{k: PROBLEMS[k] for k in (404, 422, 429, 503)},
     },
     dependencies=[QueueHasRoom],
 )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,11 +14,32 @@ import httpx
 import numpy as np
 import pytest
 
+from gateway import keys
 from shared import jobstore
-from tests.integration.conftest import System, consumer_paused, wait_for
+from tests.integration.conftest import System, consumer_paused, running_system, wait_for
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
+KEY_FREE, KEY_LIMITED = keys.new_key(), keys.new_key()
+FREE, LIMITED = (keys.owner_id(keys.digest(k)) for k in (KEY_FREE, KEY_LIMITED))
+
+
+@pytest.fixture(scope="module")
+def keyed_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    """A system with API keys and rate limits on: 2 jobs/s (5 at once) by default, none for
+    the key overridden with an empty limit."""
+    with running_system(
+        tmp_path_factory.mktemp("keyed-system"),
+        model_dir,
+        db_offset=3,
+        api_keys=json.dumps([keys.digest(KEY_FREE), keys.digest(KEY_LIMITED)]),
+        rate_limit_jobs_per_second="2",
+        rate_limit_jobs_burst="5",
+        rate_limit_rows_per_second="1000",
+        rate_limit_rows_burst="2000",
+        rate_limit_overrides=json.dumps({FREE: {}}),
+    ) as system:
+        yield system
 
 
 def test_listing_pages_through_250_jobs_newest_first(
@@ -141,3 +165,36 @@ def test_retry_of_a_cancelled_and_a_failed_job(
         assert http.get(f"/v1/jobs/{new}").json()["retry_of"] == old
         again = http.post(f"/v1/jobs/{new}/retry")
         assert again.status_code == 409 and "is succeeded" in again.json()["detail"]
+
+
+def test_a_burst_over_the_rate_limit_gets_429s_with_the_draft_headers(
+    keyed_system: System, diabetes_rows: list[list[float]]
+) -> None:
+    limited = {"Authorization": f"Bearer {KEY_LIMITED}"}
+    body = {"data": diabetes_rows[:2]}
+    with httpx.Client(base_url=keyed_system.base_url, timeout=30) as http:
+        started = time.monotonic()
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(
+                pool.map(lambda _: http.post("/v1/jobs", json=body, headers=limited), range(30))
+            )
+        elapsed = time.monotonic() - started
+        codes = [a.status_code for a in answers]
+        assert set(codes) == {202, 429}
+        # 5 at once, then 2 per second while the burst lasted (and nothing more).
+        assert 5 <= codes.count(202) <= 5 + 2 * elapsed + 1, (codes, elapsed)
+        for refused in (a for a in answers if a.status_code == 429):
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert 1 <= int(refused.headers["retry-after"]) <= 3
+            assert refused.headers["ratelimit-policy"] == '"jobs";q=5;w=3, "rows";q=2000;w=2'
+            state = re.fullmatch(
+                r'"jobs";r=(\d+);t=(\d+), "rows";r=(\d+);t=(\d+)', refused.headers["ratelimit"]
+            )
+            assert state is not None and int(state[1]) == 0, refused.headers["ratelimit"]
+        time.sleep(int(answers[codes.index(429)].headers["retry-after"]))
+        assert http.post("/v1/jobs", json=body, headers=limited).status_code == 202
+        # The other key has its own (unlimited) budget: the burst did not touch it.
+        free = {"Authorization": f"Bearer {KEY_FREE}"}
+        assert all(
+            http.post("/v1/jobs", json=body, headers=free).status_code == 202 for _ in range(12)
+        )
