@@ -22,6 +22,7 @@ from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload, fingerprint_upload
 from gateway.events import JobEvents
 from gateway.idempotency import Idempotency, fingerprint
+from gateway.job_stream import JobStreams, Slot, StatusEvent
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
 from gateway.ratelimit import RateLimiter
@@ -82,6 +83,7 @@ class Jobs:
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.limits = RateLimiter(redis, settings)
+        self.streams = JobStreams(settings, self.store, events)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -217,6 +219,16 @@ class Jobs:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
                 finished.clear()
+
+    async def open_events(
+        self, job_id: str, owner: str, last_event_id: str | None
+    ) -> tuple[AsyncIterator[StatusEvent], Slot]:
+        """The job's `status` events until it ends, and the stream's place among the owner's
+        (released when the stream ends; release it too if it is never iterated). 404 for an
+        unknown job and 429 at the bound, before anything is streamed."""
+        await self.store.get(job_id, owner)
+        slot = self.streams.acquire(owner)
+        return self.streams.stream(job_id, owner, last_event_id, slot), slot
 
     async def result(
         self, job_id: str, owner: str, wait: float = 0

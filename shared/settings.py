@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     rate_limit_rows_burst: float = Field(0.0, ge=0)
     """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
     A job with more rows than this waits for a full bucket."""
+    max_event_streams_per_key: int = Field(16, ge=1)
+    """Open `GET /v1/jobs/{id}/events` streams one API key may hold per gateway process; one
+    more is a 429 (a stream holds a connection for as long as its job runs)."""
+    events_poll_seconds: float = Field(0.5, gt=0)
+    """How often an event stream re-reads its job between wakeups (progress and the start of a
+    job are not published; the end is, and is sent at once)."""
+    events_heartbeat_seconds: float = Field(15.0, gt=0)
+    """Seconds between comment lines on an idle event stream, so that proxies keep it open."""
+    events_max_seconds: float = Field(3600.0, gt=0)
+    """Longest life of one event stream; the client reconnects with `Last-Event-ID`."""
     rate_limit_overrides: dict[str, RateLimit] = {}
     """Per-key limits replacing the four above, as JSON: the key's owner id (the first 16 hex
     digits of its digest in `api_keys`) -> `{"jobs_per_second", "jobs_burst",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from gateway import examples as ex
-from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
+from gateway.deps import JobsDep, OwnerDep, QueueHasRoom, StateDep
 from gateway.idempotency import KEY_PATTERN
 from gateway.jobs import CsvResult, Submitted
 from shared.schemas import (
@@ -157,6 +160,45 @@ async def get_result(
             headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"},
         )
     return answer
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "`text/event-stream`: one `status` event (the job view as JSON) per "
+            "change, ending after the final state; comment lines as heartbeats.",
+            "content": {"text/event-stream": {"example": ex.EVENTS}},
+        },
+        429: {"model": Problem, "description": "Too many open streams for this API key."},
+        **{k: PROBLEMS[k] for k in (404, 503)},
+    },
+)
+async def job_events(
+    job_id: JobId,
+    jobs: JobsDep,
+    owner: OwnerDep,
+    state: StateDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=64, description="Resume after this event."),
+    ] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: the job's status (with progress) each time it changes, until it
+    has finished."""
+    events, slot = await jobs.open_events(job_id, owner, last_event_id)
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(data=event.data, event="status", id=event.id)
+
+    return EventSourceResponse(
+        frames(),
+        ping=state.settings.events_heartbeat_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(slot.release),  # also when the stream never started
+    )
 
 
 @router.delete(

@@ -198,3 +198,54 @@ def test_a_burst_over_the_rate_limit_gets_429s_with_the_draft_headers(
         assert all(
             http.post("/v1/jobs", json=body, headers=free).status_code == 202 for _ in range(12)
         )
+
+
+def test_an_sse_client_reads_progress_to_the_end_and_resumes(
+    csv_system: System, diabetes_rows: list[list[float]]
+) -> None:
+    # 15 chunks of 100 lines (under the 16 an upload may leave unscored while the consumer is
+    # paused): progress moves in many steps while the stream is open.
+    header = "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n"
+    lines = [",".join(map(repr, diabetes_rows[i % 400])) for i in range(1500)]
+    data = (header + "\n".join(lines) + "\n").encode()
+    with httpx.Client(base_url=csv_system.base_url, timeout=30) as http:
+        with consumer_paused(csv_system):
+            upload = http.post("/v1/jobs/csv", files={"file": ("d.csv", data, "text/csv")})
+            assert upload.status_code == 202, upload.text
+            job_id = upload.json()["job_id"]
+            # The first connection reads the queued state, then drops.
+            first = _sse(http, job_id, stop_after=1)
+        assert json.loads(first[0]["data"])["status"] == "queued"
+        rest = _sse(http, job_id, last_event_id=first[-1]["id"])
+        views = [json.loads(e["data"]) for e in rest]
+        assert views and views[0] != json.loads(first[0]["data"])  # resumed, not repeated
+        done = [v["progress"]["rows_done"] for v in views]
+        assert done == sorted(done) and views[-1]["status"] == "succeeded"
+        assert views[-1]["progress"] == {**views[-1]["progress"], "rows_done": 1500}
+        assert views[-1] == http.get(f"/v1/jobs/{job_id}").json()
+        assert len({e["id"] for e in first + rest}) == len(first + rest)
+        assert _sse(http, job_id, last_event_id=rest[-1]["id"]) == []  # nothing new: it ends
+
+
+def _sse(
+    http: httpx.Client, job_id: str, last_event_id: str | None = None, stop_after: int = 0
+) -> list[dict[str, str]]:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                current[name] = value
+                continue
+            if current.get("event") == "status":
+                events.append(current)
+                if len(events) == stop_after:
+                    break
+            current = {}
+    return events
