@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.store import JobStore
-from shared.tasks import BatchJob, PredictBatchKwargs
+from shared.tasks import QUEUE, BatchJob, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
-Publish = Callable[[str, PredictBatchKwargs], Awaitable[None]]
+Publish = Callable[[str, PredictBatchKwargs, str], Awaitable[None]]  # id, message, queue
 
 
 @dataclass
 class _Batch:
     model: str
+    queue: str
     records: list[dict[str, str]] = field(default_factory=list)
     jobs: list[BatchJob] = field(default_factory=list)
     rows: int = 0
@@ -45,36 +46,40 @@ class Batcher:
         self.publish = publish
         self.max_rows = max_rows
         self.max_wait = max_wait
-        self._open: dict[str, _Batch] = {}
+        self._open: dict[tuple[str, str], _Batch] = {}  # by (model, queue): one priority each
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def add(self, record: dict[str, str], rows: list[list[float]], model: str) -> None:
-        """Queue one job; returns when its message is in the broker (or raises why not)."""
-        batch = self._open.get(model)
+    async def add(
+        self, record: dict[str, str], rows: list[list[float]], model: str, queue: str = QUEUE
+    ) -> None:
+        """Queue one job on `queue` (its priority); returns when its message is in the broker
+        (or raises why not)."""
+        key = (model, queue)
+        batch = self._open.get(key)
         if batch is not None and batch.rows + len(rows) > self.max_rows:
-            self._send(model)
+            self._send(key)
             batch = None
         if batch is None:
-            batch = self._open[model] = _Batch(model)
+            batch = self._open[key] = _Batch(model, queue)
             delay = self.max_wait if self._sending else 0.0
-            batch.timer = asyncio.get_running_loop().call_later(delay, self._send, model)
+            batch.timer = asyncio.get_running_loop().call_later(delay, self._send, key)
         batch.records.append(record)
         batch.jobs.append({"id": record["id"], "rows": rows})
         batch.rows += len(rows)
         if batch.rows >= self.max_rows:
-            self._send(model)
+            self._send(key)
         # Shielded: a client that disconnects must not cancel the send of its neighbours' jobs.
         await asyncio.shield(batch.sent)
 
     async def close(self) -> None:
         """Send what is open and wait for every send in flight."""
-        for model in list(self._open):
-            self._send(model)
+        for key in list(self._open):
+            self._send(key)
         if self._sending:
             await asyncio.wait(self._sending)
 
-    def _send(self, model: str) -> None:
-        batch = self._open.pop(model, None)
+    def _send(self, key: tuple[str, str]) -> None:
+        batch = self._open.pop(key, None)
         if batch is None:
             return
         if batch.timer is not None:
@@ -89,7 +94,7 @@ class Batcher:
             await self.store.create_many(batch.records, outbox=rows)
             # One job alone keeps its own id as the message id, which eases tracing.
             message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
-            await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
+            await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue)
             # Links the message id (the worker's Celery task id) to the job ids it carries.
             extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
             log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})

@@ -34,7 +34,7 @@ from shared.errors import InvalidInput, JobConflict
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
-from shared.tasks import SCORE_CHUNK
+from shared.tasks import SCORE_CHUNK, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class CsvUpload:
         record = jobstore.new_record(
             self.job_id, kind="csv", model=self.info.name, n_rows=None, owner=self.owner
         )
+        if self.options.priority != "normal":
+            record["priority"] = self.options.priority
         record.update(
             version=self.info.version,
             chunks_done="0",
@@ -180,7 +182,8 @@ class CsvUpload:
             self.stopped = True
             return
         message_id = f"{self.job_id}.{chunk.index}"
-        await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>")
+        queue = queue_for(self.options.priority)
+        await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>", queue)
 
     async def _wait_for_room(self, index: int) -> None:
         """Hold the upload while too many chunks wait to be scored (bounds Redis memory)."""

@@ -152,3 +152,5 @@ EVENTS = (
     '"progress":{"rows_done":50000,"rows_total":200000,"percent":25.0}}'
     "\r\nid: 4c1d2e0f9a8b7c6d\r\n\r\n: ping\r\n\r\n"
 )
+
+PAGE = {"jobs": [VIEW_CSV, VIEW_SUCCEEDED], "next_cursor": "MTc2NDU0ODgwMC4xMjN8MGI2Zg"}

@@ -42,7 +42,7 @@ from shared.schemas import (
     LineError,
 )
 from shared.settings import Settings
-from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
+from shared.tasks import PREDICT_BATCH, PredictBatchKwargs, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Jobs:
         model: str,
         owner: str,
         extra: Mapping[str, str] | None = None,
+        priority: str = "normal",
     ) -> JobAccepted:
         """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
         returns the accepted job."""
@@ -107,9 +108,11 @@ class Jobs:
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
         record.update(extra or {})
+        if priority != "normal":  # the view reads a missing field as normal
+            record["priority"] = priority
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
-        await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+        await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
         metrics.job_submitted(info.name, "json", len(rows))
         extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
         log.info("job submitted", extra={**extra, "rows": len(rows)})
@@ -122,19 +125,24 @@ class Jobs:
         )
 
     async def submit_once(
-        self, rows: list[list[float]], model: str, owner: str, key: str | None
+        self,
+        rows: list[list[float]],
+        model: str,
+        owner: str,
+        key: str | None,
+        priority: str = "normal",
     ) -> Submitted:
         """`submit`, at most once per `Idempotency-Key` (`key`) of this owner."""
         if key is None:  # the hot path: no Redis round trip beyond the submit's own
             await self.limits.take(owner, jobs=1, rows=len(rows))  # nothing when limits are off
-            return Submitted(await self.submit(rows, model, owner))
-        fp = fingerprint(orjson.dumps(rows), model.encode())
+            return Submitted(await self.submit(rows, model, owner, priority=priority))
+        fp = fingerprint(orjson.dumps(rows), model.encode(), priority.encode())
         found = await self.idempotency.claim(owner, key, fp)
         if found is not None:  # a replay costs no tokens: it creates nothing
             return Submitted(self.idempotency.replay(found, fp), replayed=True)
         try:
             await self.limits.take(owner, jobs=1, rows=len(rows))
-            accepted = await self.submit(rows, model, owner)
+            accepted = await self.submit(rows, model, owner, priority=priority)
         except BaseException:
             await asyncio.shield(self.idempotency.release(owner, key))
             raise
@@ -289,7 +297,9 @@ class Jobs:
             )
         spec = f"{view.model}:{view.version}" if view.version else view.model
         await self.limits.take(owner, jobs=1, rows=len(rows))
-        accepted = await self.submit(rows, spec, owner, {"retry_of": job_id})
+        accepted = await self.submit(
+            rows, spec, owner, {"retry_of": job_id}, priority=view.priority
+        )
         log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
         return accepted
 
@@ -330,6 +340,8 @@ class Jobs:
         """Send what the batcher holds and wait for every send in flight."""
         await self.batcher.close()
 
-    async def _publish_batch(self, message_id: str, message: PredictBatchKwargs) -> None:
+    async def _publish_batch(
+        self, message_id: str, message: PredictBatchKwargs, queue: str
+    ) -> None:
         summary = f"<{len(message['jobs'])} jobs>"
-        await self.publisher.send(PREDICT_BATCH, message_id, message, summary)
+        await self.publisher.send(PREDICT_BATCH, message_id, message, summary, queue)

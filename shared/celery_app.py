@@ -8,7 +8,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE
+from shared.tasks import PREDICT, QUEUE, QUEUES
 
 
 def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
@@ -34,6 +34,9 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
             # A worker killed while holding the restore lock would otherwise block every
             # redelivery for kombu's default of 300 s.
             "unacked_mutex_expire": max(10, settings.visibility_timeout),
+            # Priorities are queues: poll them always in QUEUES order (high, normal, low)
+            # instead of kombu's default round robin, which would serve low as often as high.
+            "queue_order_strategy": "priority",
         },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
@@ -43,7 +46,7 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_default_queue=QUEUE,
-        task_queues=[Queue(QUEUE)],
+        task_queues=[Queue(name) for name in QUEUES],
         task_routes={PREDICT: {"queue": QUEUE}},
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,

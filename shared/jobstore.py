@@ -179,6 +179,7 @@ VIEW_FIELDS: Final = (
     "chunks_total",
     "rows_skipped",
     "retry_of",
+    "priority",
 )
 
 
@@ -218,6 +219,7 @@ def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
         error=error,
         progress=_progress(f),
         retry_of=f.get("retry_of"),
+        priority=f.get("priority", "normal"),
     )
 
 

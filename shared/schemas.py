@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt
 
+from shared.tasks import Priority
+
 # A feature value: a JSON number, finite. Strict so that `true` or `"1.5"` is refused, not coerced.
 Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
 Row = list[Feature]
@@ -61,6 +63,7 @@ class PredictRequest(BaseModel):
 
     data: list[Row] = Field(min_length=1, description="Rows of feature values, one per sample.")
     model: ModelSpec = "default"
+    priority: Priority = Field("normal", description="Workers take high before normal before low.")
 
 
 class CsvOptions(BaseModel):
@@ -74,6 +77,7 @@ class CsvOptions(BaseModel):
         "fail", description="Fail the job, or skip bad lines."
     )
     ignore_extra: bool = Field(False, description="Allow columns the model does not use.")
+    priority: Priority = Field("normal", description="Workers take high before normal before low.")
 
 
 class LegacyPredictRequest(BaseModel):
@@ -123,6 +127,7 @@ class JobView(BaseModel):
     error: JobError | None = None
     progress: Progress | None = None
     retry_of: str | None = Field(None, description="The job this one retries, if any.")
+    priority: Priority = "normal"
 
 
 class JobAccepted(BaseModel):

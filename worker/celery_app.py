@@ -1,4 +1,4 @@
-"""The worker's Celery app: `celery -A worker.celery_app worker -Q mlqueue`."""
+"""The worker's Celery app: `celery -A worker.celery_app worker -Q <shared.tasks.QUEUES>`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from redis import Redis
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from shared.tasks import QUEUE
 from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
@@ -64,13 +63,13 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     metrics.serve(settings)
 
 
-def _resend(task: str, message_id: str, kwargs: Mapping[str, Any]) -> None:
+def _resend(task: str, message_id: str, kwargs: Mapping[str, Any], queue: str) -> None:
     # No repr of rows in the message headers (CPU, and row data in monitoring tools).
     app.send_task(
         task,
         kwargs=kwargs,
         task_id=message_id,
-        queue=QUEUE,
+        queue=queue,
         argsrepr="()",
         kwargsrepr="<re-sent>",
     )

@@ -29,6 +29,7 @@ UPLOAD_BODY: dict[str, Any] = {
                         "id_column": {"type": "string", "description": "Sent before `file`."},
                         "on_error": {"type": "string", "enum": ["fail", "skip"]},
                         "ignore_extra": {"type": "boolean"},
+                        "priority": {"type": "string", "enum": ["high", "normal", "low"]},
                         "file": {"type": "string", "format": "binary"},
                     },
                 },
@@ -66,12 +67,15 @@ async def submit_csv(
     ] = None,
     on_error: Annotated[Literal["fail", "skip"] | None, Query(description="Bad lines.")] = None,
     ignore_extra: Annotated[bool | None, Query(description="Allow unknown columns.")] = None,
+    priority: Annotated[
+        Literal["high", "normal", "low"] | None, Query(description="Queue priority.")
+    ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Stream a CSV file in and score it in chunks; form fields (sent before `file`) or query
     parameters set the options. Header errors are a 422 at once; bad data lines fail the job
     with their line and column (or are skipped and reported with `on_error=skip`)."""
-    given = {"model": model, "id_column": id_column, "on_error": on_error}
+    given = {"model": model, "id_column": id_column, "on_error": on_error, "priority": priority}
     query = {k: v for k, v in given.items() if v is not None}
     if ignore_extra is not None:
         query["ignore_extra"] = str(ignore_extra)

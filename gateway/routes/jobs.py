@@ -81,7 +81,8 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
-    return accepted(await jobs.submit_once(body.data, body.model, owner, idempotency_key), response)
+    submitted = await jobs.submit_once(body.data, body.model, owner, idempotency_key, body.priority)
+    return accepted(submitted, response)
 
 
 def accepted(submitted: Submitted, response: Response) -> JobAccepted:
@@ -92,7 +93,13 @@ def accepted(submitted: Submitted, response: Response) -> JobAccepted:
     return submitted.accepted
 
 
-@router.get("", responses={422: PROBLEMS[422], 503: PROBLEMS[503]})
+@router.get(
+    "",
+    responses={
+        200: ex.answer("A page of your jobs; follow `next_cursor`.", ex.PAGE),
+        **{k: PROBLEMS[k] for k in (422, 503)},
+    },
+)
 async def list_jobs(
     jobs: JobsDep,
     owner: OwnerDep,

@@ -24,6 +24,7 @@ from redis import Redis
 
 from devrun import processes
 from shared.jobstore import WORKERS
+from shared.tasks import QUEUES
 
 
 @dataclass
@@ -153,10 +154,12 @@ def wait_for(predicate: object, timeout: float = 20.0) -> None:
 
 @contextmanager
 def consumer_paused(system: System) -> Iterator[None]:
-    """No worker takes messages from the queue inside the block (they wait in Redis)."""
+    """No worker takes messages from the queues inside the block (they wait in Redis)."""
     control = Celery(broker=system.redis_url).control
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
+    for queue in QUEUES:
+        control.cancel_consumer(queue, reply=True, timeout=5)
     try:
         yield
     finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
+        for queue in QUEUES:
+            control.add_consumer(queue, reply=True, timeout=5)

@@ -63,8 +63,8 @@ def test_listing_pages_through_250_jobs_newest_first(
         ]
 
 
-def _submit(http: httpx.Client, rows: list[list[float]]) -> str:
-    response = http.post("/v1/jobs", json={"data": rows})
+def _submit(http: httpx.Client, rows: list[list[float]], **extra: object) -> str:
+    response = http.post("/v1/jobs", json={"data": rows, **extra})
     assert response.status_code == 202, response.text
     return str(response.json()["job_id"])
 
@@ -249,3 +249,48 @@ def _sse(
                     break
             current = {}
     return events
+
+
+def test_a_high_priority_job_overtakes_a_low_priority_csv_backlog(
+    keyed_system: System, model_dir: Path, diabetes_rows: list[list[float]]
+) -> None:
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    # 15 chunks of 50 000 lines (the default chunk size; under the 16 an upload may leave
+    # unscored), enough to keep both worker processes busy for a while.
+    block = "\n".join(",".join(f"{v:.4f}" for v in row) for row in diabetes_rows[:400])
+    data = ("age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n" + (block + "\n") * 1875).encode()
+    free = {"Authorization": f"Bearer {KEY_FREE}"}
+    one = diabetes_rows[7:8]
+    with httpx.Client(base_url=keyed_system.base_url, timeout=60, headers=free) as http:
+        with consumer_paused(keyed_system):
+            upload = http.post(
+                "/v1/jobs/csv",
+                params={"priority": "low"},
+                files={"file": ("big.csv", data, "text/csv")},
+            )
+            assert upload.status_code == 202, upload.text
+        backlog = upload.json()["job_id"]
+        wait_for(lambda: http.get(f"/v1/jobs/{backlog}").json()["status"] == "running")
+        at_submit = http.get(f"/v1/jobs/{backlog}").json()["progress"]["chunks_done"]
+        started = time.perf_counter()
+        low = _submit(http, one, priority="low")  # queued before the high one, behind the CSV
+        high = _submit(http, one, priority="high")
+        result = http.get(f"/v1/jobs/{high}/result", params={"wait": 30})
+        latency = time.perf_counter() - started
+        at_high = http.get(f"/v1/jobs/{backlog}").json()["progress"]["chunks_done"]
+        assert result.status_code == 200
+        assert result.json()["data"] == [float(v) for v in estimator.predict(np.asarray(one))]
+        assert http.get(f"/v1/jobs/{low}/result", params={"wait": 30}).status_code == 200
+        low_latency = time.perf_counter() - started
+        print(
+            f"priority: high one-row job done in {latency * 1000:.0f} ms, the low one queued "
+            f"just before it in {low_latency * 1000:.0f} ms; low CSV chunks scored: "
+            f"{at_submit} of 15 at submit, {at_high} when the high job was done"
+        )
+        assert http.get(f"/v1/jobs/{backlog}/result", params={"wait": 30}).status_code == 200
+        views = {j: http.get(f"/v1/jobs/{j}").json() for j in (high, low, backlog)}
+        assert views[high]["priority"] == "high" and views[backlog]["priority"] == "low"
+        assert at_high < 15  # the backlog was still there when the high job was done
+        # High went ahead of all the low work queued before it; low waited behind the CSV.
+        assert views[high]["finished_at"] < views[low]["started_at"]
+        assert views[high]["finished_at"] < views[backlog]["finished_at"]
