@@ -126,7 +126,7 @@ def worker_argv(concurrency: int | None = None, pool: str = "prefork") -> list[s
         "worker.celery_app",
         "worker",
         "-Q",
-        "mlqueue.high,mlqueue,mlqueue.low",  # shared.tasks.QUEUES, in priority order
+        "mlqueue.high,mlqueue,mlqueue.low,mlqueue.webhooks",  # shared.tasks.WORKER_QUEUES
         "--pool",
         pool,
         "--without-gossip",

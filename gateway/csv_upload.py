@@ -22,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from gateway import metrics
+from gateway.callbacks import webhook_fields
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.idempotency import fingerprint
@@ -66,6 +67,7 @@ class CsvUpload:
         self._chunker: Chunker | None = None
         self._done_seen = 0
         self._started = 0.0
+        self._webhook: dict[str, str] = {}
         self.options: CsvOptions
         self.info: ModelInfo
         self.layout: Layout
@@ -90,6 +92,7 @@ class CsvUpload:
         match event:
             case FileStart(fields):
                 self._resolve_options(fields)
+                self._webhook = await webhook_fields(self.settings, self.options.callback_url)
             case FileData(data) if self._chunker is not None:
                 self.digest.update(data)
                 for chunk in self._chunker.feed(data):
@@ -154,6 +157,7 @@ class CsvUpload:
         )
         if self.options.priority != "normal":
             record["priority"] = self.options.priority
+        record.update(self._webhook)
         record.update(
             version=self.info.version,
             chunks_done="0",

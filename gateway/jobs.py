@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from gateway import metrics
 from gateway.batcher import Batcher
+from gateway.callbacks import webhook_fields
 from gateway.csv_store import CsvStore
 from gateway.csv_upload import CsvUpload, fingerprint_upload
 from gateway.events import JobEvents
@@ -131,18 +132,22 @@ class Jobs:
         owner: str,
         key: str | None,
         priority: str = "normal",
+        callback_url: str | None = None,
     ) -> Submitted:
         """`submit`, at most once per `Idempotency-Key` (`key`) of this owner."""
+        extra = await webhook_fields(self.settings, callback_url)
         if key is None:  # the hot path: no Redis round trip beyond the submit's own
             await self.limits.take(owner, jobs=1, rows=len(rows))  # nothing when limits are off
-            return Submitted(await self.submit(rows, model, owner, priority=priority))
-        fp = fingerprint(orjson.dumps(rows), model.encode(), priority.encode())
+            return Submitted(await self.submit(rows, model, owner, extra, priority))
+        fp = fingerprint(
+            orjson.dumps(rows), model.encode(), priority.encode(), (callback_url or "").encode()
+        )
         found = await self.idempotency.claim(owner, key, fp)
         if found is not None:  # a replay costs no tokens: it creates nothing
             return Submitted(self.idempotency.replay(found, fp), replayed=True)
         try:
             await self.limits.take(owner, jobs=1, rows=len(rows))
-            accepted = await self.submit(rows, model, owner, priority=priority)
+            accepted = await self.submit(rows, model, owner, extra, priority)
         except BaseException:
             await asyncio.shield(self.idempotency.release(owner, key))
             raise

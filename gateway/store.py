@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from shared import jobstore
+from shared import jobstore, webhooks
 from shared.errors import JobNotFound
 from shared.redisio import text
 from shared.schemas import JobStatus, JobView
@@ -43,6 +43,9 @@ class JobStore:
             for index_key, members in indexed.items():
                 pipe.zadd(index_key, members)
                 pipe.expire(index_key, self.ttl)
+            callbacks = {r["id"]: now for r in records if r.get("callback_url")}
+            if callbacks:  # a worker's sweep delivers their webhooks once they finish
+                pipe.zadd(webhooks.DUE, callbacks)
             if outbox:
                 pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
                 pipe.expire(jobstore.PENDING, self.ttl)

@@ -8,7 +8,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE, QUEUES
+from shared.tasks import DELIVER_WEBHOOK, PREDICT, QUEUE, WEBHOOK_QUEUE, WORKER_QUEUES
 
 
 def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
@@ -46,8 +46,11 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_default_queue=QUEUE,
-        task_queues=[Queue(name) for name in QUEUES],
-        task_routes={PREDICT: {"queue": QUEUE}},
+        task_queues=[Queue(name) for name in WORKER_QUEUES],
+        task_routes={
+            PREDICT: {"queue": QUEUE},
+            DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE},
+        },
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

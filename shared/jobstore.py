@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from shared.redisio import Arg, ScriptCall, text
-from shared.schemas import JobError, JobStatus, JobView, Progress
+from shared.schemas import JobError, JobStatus, JobView, Progress, WebhookState
 
 PREFIX: Final = "mlqueue"
 EVENTS: Final = f"{PREFIX}:events"  # messages: one job id, or several separated by newlines
@@ -180,6 +180,9 @@ VIEW_FIELDS: Final = (
     "rows_skipped",
     "retry_of",
     "priority",
+    "webhook_state",
+    "webhook_attempts",
+    "webhook_last_status",
 )
 
 
@@ -220,6 +223,18 @@ def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
         progress=_progress(f),
         retry_of=f.get("retry_of"),
         priority=f.get("priority", "normal"),
+        webhook=_webhook(f),
+    )
+
+
+def _webhook(f: Mapping[str, str]) -> WebhookState | None:
+    if "webhook_state" not in f:
+        return None
+    last = f.get("webhook_last_status")
+    return WebhookState(
+        state=f["webhook_state"],
+        attempts=int(f.get("webhook_attempts", 0)),
+        last_status=int(last) if last else None,
     )
 
 

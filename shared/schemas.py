@@ -14,6 +14,13 @@ from shared.tasks import Priority
 Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
 Row = list[Feature]
 
+CallbackUrl = Annotated[
+    str | None,
+    Field(
+        max_length=2000,
+        description="http(s) URL POSTed once the job has finished (signed: Mlqueue-Signature).",
+    ),
+]
 ModelSpec = Annotated[
     str,
     Field(
@@ -64,6 +71,7 @@ class PredictRequest(BaseModel):
     data: list[Row] = Field(min_length=1, description="Rows of feature values, one per sample.")
     model: ModelSpec = "default"
     priority: Priority = Field("normal", description="Workers take high before normal before low.")
+    callback_url: CallbackUrl = None
 
 
 class CsvOptions(BaseModel):
@@ -78,6 +86,7 @@ class CsvOptions(BaseModel):
     )
     ignore_extra: bool = Field(False, description="Allow columns the model does not use.")
     priority: Priority = Field("normal", description="Workers take high before normal before low.")
+    callback_url: CallbackUrl = None
 
 
 class LegacyPredictRequest(BaseModel):
@@ -112,6 +121,16 @@ class Progress(BaseModel):
     rows_skipped: int = 0
 
 
+class WebhookState(BaseModel):
+    """Where a job's completion webhook stands."""
+
+    state: str = Field(description='"pending", "retrying", "delivered" or "failed".')
+    attempts: int = 0
+    last_status: int | None = Field(
+        None, description="The receiver's last HTTP status (0: no answer)."
+    )
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -128,6 +147,7 @@ class JobView(BaseModel):
     progress: Progress | None = None
     retry_of: str | None = Field(None, description="The job this one retries, if any.")
     priority: Priority = "normal"
+    webhook: WebhookState | None = None
 
 
 class JobAccepted(BaseModel):

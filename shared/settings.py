@@ -168,10 +168,36 @@ class Settings(BaseSettings):
     """Seconds between comment lines on an idle event stream, so that proxies keep it open."""
     events_max_seconds: float = Field(3600.0, gt=0)
     """Longest life of one event stream; the client reconnects with `Last-Event-ID`."""
+    webhook_secret: SecretStr | None = None
+    """Key of the `Mlqueue-Signature` HMAC on completion webhooks; unset: `callback_url` is
+    refused (422), since an unsigned callback cannot be trusted by its receiver."""
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Callback hosts allowed although they resolve to loopback, private or link-local
+    addresses (JSON list or comma-separated), e.g. an internal receiver; all others are refused."""
+    webhook_max_attempts: int = Field(10, ge=1)
+    """Deliveries tried per webhook before it is given up (state `failed`)."""
+    webhook_backoff_seconds: float = Field(30.0, gt=0)
+    """Wait before the second attempt; doubled after each failure, +/- 20 % jitter (10 attempts
+    from 30 s span about 4 h)."""
+    webhook_timeout: float = Field(5.0, gt=0)
+    """Seconds a receiver has to answer one delivery."""
+    webhook_max_data_bytes: int = Field(65_536, ge=0)
+    """A JSON job's predictions ride in its webhook (`data`) while their JSON is at most this
+    long; larger ones are fetched from `result_url`."""
     rate_limit_overrides: dict[str, RateLimit] = {}
     """Per-key limits replacing the four above, as JSON: the key's owner id (the first 16 hex
     digits of its digest in `api_keys`) -> `{"jobs_per_second", "jobs_burst",
     "rows_per_second", "rows_burst"}`; e.g. `{"0123456789abcdef": {"jobs_per_second": 1000}}`."""
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = orjson.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -30,6 +30,9 @@ QUEUE_HIGH: Final = "mlqueue.high"
 QUEUE_LOW: Final = "mlqueue.low"
 QUEUES: Final = (QUEUE_HIGH, QUEUE, QUEUE_LOW)  # in the order workers take from them
 Priority = Literal["high", "normal", "low"]
+WEBHOOK_QUEUE: Final = "mlqueue.webhooks"  # deliveries only: internal, see shared.webhooks
+DELIVER_WEBHOOK: Final = "mlqueue.deliver_webhook"
+WORKER_QUEUES: Final = (*QUEUES, WEBHOOK_QUEUE)  # what `celery worker -Q` consumes, in order
 PRIORITIES: Final[dict[str, str]] = {"high": QUEUE_HIGH, "normal": QUEUE, "low": QUEUE_LOW}
 
 

@@ -16,10 +16,11 @@ from worker import job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 from worker.resender import Resender
+from worker.webhooks import WebhookSweep
 
 kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks"])
+app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks"])
 _heartbeat: Heartbeat | None = None
 _recorder: JobRecorder | None = None
 
@@ -58,7 +59,9 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
         interval=settings.heartbeat_interval,
     )
-    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, [resender.sweep])
+    deliveries = WebhookSweep(redis, _resend, settings.heartbeat_interval)
+    sweeps = [resender.sweep, deliveries.sweep]
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, sweeps)
     _heartbeat.start()
     metrics.serve(settings)
 

@@ -30,6 +30,7 @@ UPLOAD_BODY: dict[str, Any] = {
                         "on_error": {"type": "string", "enum": ["fail", "skip"]},
                         "ignore_extra": {"type": "boolean"},
                         "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                        "callback_url": {"type": "string", "description": "Sent before `file`."},
                         "file": {"type": "string", "format": "binary"},
                     },
                 },

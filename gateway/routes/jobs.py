@@ -81,7 +81,9 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
-    submitted = await jobs.submit_once(body.data, body.model, owner, idempotency_key, body.priority)
+    submitted = await jobs.submit_once(
+        body.data, body.model, owner, idempotency_key, body.priority, body.callback_url
+    )
     return accepted(submitted, response)
 
 

@@ -24,7 +24,7 @@ from redis import Redis
 
 from devrun import processes
 from shared.jobstore import WORKERS
-from shared.tasks import QUEUES
+from shared.tasks import WORKER_QUEUES as QUEUES
 
 
 @dataclass

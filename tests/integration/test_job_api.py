@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import pytest
 
 from gateway import keys
-from shared import jobstore
+from shared import jobstore, webhooks
 from tests.integration.conftest import System, consumer_paused, running_system, wait_for
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
 KEY_FREE, KEY_LIMITED = keys.new_key(), keys.new_key()
+WEBHOOK_SECRET = "integration-secret"
 FREE, LIMITED = (keys.owner_id(keys.digest(k)) for k in (KEY_FREE, KEY_LIMITED))
 
 
@@ -38,6 +42,9 @@ def keyed_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> I
         rate_limit_rows_per_second="1000",
         rate_limit_rows_burst="2000",
         rate_limit_overrides=json.dumps({FREE: {}}),
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_allowed_hosts="127.0.0.1",
+        webhook_backoff_seconds="1",
     ) as system:
         yield system
 
@@ -294,3 +301,61 @@ def test_a_high_priority_job_overtakes_a_low_priority_csv_backlog(
         # High went ahead of all the low work queued before it; low waited behind the CSV.
         assert views[high]["finished_at"] < views[low]["started_at"]
         assert views[high]["finished_at"] < views[backlog]["finished_at"]
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Fails the first two deliveries (500), accepts the rest; records each with its time."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append({"at": time.time(), "headers": dict(self.headers), "body": body})
+        self.send_response(500 if len(type(self).seen) <= 2 else 204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_webhook_is_retried_with_backoff_and_delivered_signed(
+    keyed_system: System, diabetes_rows: list[list[float]], model_dir: Path
+) -> None:
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    _Receiver.seen = []
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    rows = diabetes_rows[20:23]
+    free = {"Authorization": f"Bearer {KEY_FREE}"}
+    try:
+        with httpx.Client(base_url=keyed_system.base_url, timeout=30, headers=free) as http_:
+            # Without the allowance, loopback and private targets are refused at submit.
+            for target in ("http://localhost:9/h", "http://10.0.0.7/h", "http://[::1]:9/h"):
+                refused = http_.post("/v1/jobs", json={"data": rows, "callback_url": target})
+                assert refused.status_code == 422, refused.text
+                assert "callback_url" in refused.json()["detail"]
+            submitted = time.time()
+            job_id = _submit(http_, rows, callback_url=url)
+            wait_for(lambda: len(_Receiver.seen) >= 3, timeout=60)
+            wait_for(
+                lambda: http_.get(f"/v1/jobs/{job_id}").json()["webhook"]["state"] == "delivered"
+            )
+            view = http_.get(f"/v1/jobs/{job_id}").json()
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert view["webhook"] == {"state": "delivered", "attempts": 3, "last_status": 204}
+    assert len(_Receiver.seen) == 3
+    assert len({r["headers"][webhooks.DELIVERY_HEADER] for r in _Receiver.seen}) == 1
+    for request in _Receiver.seen:
+        header = request["headers"][webhooks.SIGNATURE_HEADER]
+        assert webhooks.verify(WEBHOOK_SECRET, header, request["body"], now=int(time.time()))
+    payload = json.loads(_Receiver.seen[-1]["body"])
+    assert payload["job_id"] == job_id and payload["status"] == "succeeded"
+    assert payload["data"] == [float(v) for v in estimator.predict(np.asarray(rows))]
+    times = [round(r["at"] - submitted, 2) for r in _Receiver.seen]
+    print(f"webhook: attempts at {times} s after submit (backoff base 1 s)")
+    # Backed off 1 s, then 2 s, each +/- 20 % jitter (lower bounds: slowness cannot break them).
+    assert times[1] - times[0] >= 0.8 and times[2] - times[1] >= 1.6
