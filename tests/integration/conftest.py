@@ -156,10 +156,12 @@ def wait_for(predicate: object, timeout: float = 20.0) -> None:
 def consumer_paused(system: System) -> Iterator[None]:
     """No worker takes messages from the queues inside the block (they wait in Redis)."""
     control = Celery(broker=system.redis_url).control
+    # Wait for as many replies as workers beat, not for the whole timeout on every queue.
+    replies = {"reply": True, "timeout": 5, "limit": max(1, system.redis().zcard(WORKERS))}
     for queue in QUEUES:
-        control.cancel_consumer(queue, reply=True, timeout=5)
+        control.cancel_consumer(queue, **replies)
     try:
         yield
     finally:
         for queue in QUEUES:
-            control.add_consumer(queue, reply=True, timeout=5)
+            control.add_consumer(queue, **replies)
