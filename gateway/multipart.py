@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
+
+from shared.errors import InvalidInput
 
 
 @dataclass
@@ -38,8 +41,11 @@ class Multipart:
         )
 
     def feed(self, block: bytes) -> list[tuple[str, Any]]:
-        """The events that `block` completes."""
-        self.parser.write(block)
+        """The events that `block` completes; `InvalidInput` (422) for a malformed body."""
+        try:
+            self.parser.write(block)
+        except MultipartParseError as exc:
+            raise InvalidInput(f"the body is not valid multipart/form-data: {exc}") from exc
         events, self.events = self.events, []
         return events
 

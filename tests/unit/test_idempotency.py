@@ -161,3 +161,20 @@ def test_a_bound_key_expires_with_the_setting(
     owner = keys.owner_id(keys.digest(KEY_A))
     ttl = fakeredis.FakeRedis(server=server).ttl(idempotency._name(owner, "ttl"))
     assert settings.idempotency_ttl - 5 < ttl <= settings.idempotency_ttl
+
+
+def test_a_malformed_duplicate_upload_is_a_422_not_a_500(client: TestClient) -> None:
+    assert upload(client, "bad-body").status_code == 202
+    boundary = "a222103b9b30b1f9e8be6882ecedb1d2"
+    headers = {
+        "Authorization": f"Bearer {KEY_A}",
+        "Idempotency-Key": "bad-body",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+    }
+    body = f"--{boundary}\r\n[]--{boundary}--\r\n".encode()  # found by schemathesis
+    response = client.post("/v1/jobs/csv", content=body, headers=headers)
+    assert response.status_code == 422
+    assert "not valid multipart/form-data" in response.json()["detail"]
+    fresh = {**headers, "Idempotency-Key": "other"}
+    response = client.post("/v1/jobs/csv", content=body, headers=fresh)
+    assert response.status_code == 422
