@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium run test lint lint-deploy docs bench bench-csv drill soak train clean
+.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -23,7 +23,7 @@ run: $(VENV)/.run-installed
 	$(PY) -m devrun
 
 ## Unit and integration tests; starts the throwaway Redis, worker and gateway it needs
-test: $(VENV)/.dev-installed chromium
+test: $(VENV)/.dev-installed chromium redis-server
 	$(PY) -m pytest
 
 $(VENV)/.deploy-lint-installed: pyproject.toml | $(VENV)/bin/python
@@ -49,9 +49,28 @@ $(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
+.PHONY: images-offline test-docker bench-scale
+## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
+images-offline:
+	deploy/offline-bases.sh
+
+## Build the images, run the compose stack, its end-to-end tests and container drills, then down
+test-docker: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack test $(ARGS)
+
+## Scale-out: 1, 2 and 4 worker containers of 0.4 CPU each, CSV rows/s and jobs/s per N
+bench-scale: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack bench-scale $(ARGS)
+
 ## Fault drill: kill workers and Redis under load; exits non-zero if any accepted job is lost
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
+
+## Redis failover drill: master + replica + 3 sentinels on 127.0.0.1; SIGKILL the master RUNS times
+## under load (then a partition and a WAIT-off contrast); exits non-zero if any accepted job is lost
+RUNS ?= 10
+drill-ha: $(VENV)/.dev-installed redis-server
+	$(PY) -m bench.drill_ha --runs $(RUNS) $(ARGS)
 
 ## Soak: CLIENTS concurrent clients for DURATION seconds, every result checked, RSS drift reported
 CLIENTS  ?= 64
@@ -75,12 +94,27 @@ key: $(VENV)/.run-installed
 train: $(VENV)/.run-installed
 	$(PY) -m worker.train
 
-# Debian's headless Chromium for the web page test (installed when missing; needs root or sudo).
+# Chromium for the web page tests. Installed with apt only where that needs no password (root, as
+# in CI's containers, or passwordless sudo, as on CI runners); elsewhere those tests skip, saying so.
 chromium:
-	@command -v chromium >/dev/null || { \
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium || \
+	  echo "make test: installing chromium with apt failed; the web page tests will skip"; \
+	else \
+	  echo "make test: no chromium and no root/apt-get to install it; the web page tests will skip" \
+	    "(install Chromium to run them)"; \
+	fi
+
+# Debian's redis-server (TLS-capable; also runs Sentinel) for the HA and TLS tests (installed when
+# missing; needs root or sudo). The package's own service is not needed: tests start their own.
+redis-server:
+	@command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site

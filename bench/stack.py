@@ -20,6 +20,8 @@ from redis import Redis
 from devrun import processes
 from devrun.processes import children
 from shared.jobstore import WORKERS
+from shared.redis_clients import sync_redis
+from shared.settings import Settings
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     redis_args: Sequence[str] = ()
     password: str | None = None
+    url: str = ""  # another Redis than the one `start_redis` starts (e.g. `rediss://`)
+    sentinels: str = ""  # MLQUEUE_REDIS_SENTINELS: find the master through these
     redis_port: int = field(default_factory=processes.free_port)
     http_port: int = field(default_factory=processes.free_port)
     redis_proc: subprocess.Popen[bytes] | None = None
@@ -44,11 +48,14 @@ class Stack:
             "MLQUEUE_MODEL_DIR": str(self.model_dir),
             "MLQUEUE_PORT": str(self.http_port),
             "MLQUEUE_HEARTBEAT_INTERVAL": "0.5",
+            **({"MLQUEUE_REDIS_SENTINELS": self.sentinels} if self.sentinels else {}),
             **self.env,
         }
 
     @property
     def redis_url(self) -> str:
+        if self.url:
+            return self.url
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
 
@@ -60,7 +67,9 @@ class Stack:
         return self.workdir / f"{name}.log"
 
     def redis(self) -> Redis:
-        return Redis.from_url(self.redis_url, socket_timeout=5)
+        """A client of the system's Redis (its current master, with sentinels)."""
+        settings = Settings(redis_url=self.redis_url, redis_sentinels=self.sentinels)  # type: ignore[arg-type]
+        return sync_redis(settings, socket_timeout=5)
 
     def start_redis(self) -> None:
         extra = list(self.redis_args) + (["--requirepass", self.password] if self.password else [])

@@ -1,132 +1,244 @@
-"""`mlqueue`: the command line of the mlqueue HTTP API (click for commands, rich for progress).
+"""`mlqueue`: the command line of the mlqueue HTTP API, on the SDK (click, rich for progress).
 
-The gateway URL comes from `--url` or `MLQUEUE_URL`, the API key from `--api-key` or
-`MLQUEUE_API_KEY`. Output is JSON on stdout; progress bars and errors go to stderr. Exit codes: 0
-done, 1 the server refused or the job failed (its `detail` on stderr), 2 usage, 3 unreachable.
+The gateway and the key come from `--url`/`--api-key`, else `MLQUEUE_URL`/`MLQUEUE_API_KEY`, else
+the config file (client/config.py). Every command takes `--json` (machine output on stdout);
+progress and errors go to stderr. Exit codes, by what went wrong (EXIT below).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
-import httpx
-from rich.console import Console, RenderableType
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
+from pydantic import BaseModel
 
-from client.api import ApiError, Client
+from client import config, errors
+from client.progress import Bars
+from client.rows import BadRows, parse
+from client.sdk import Client
 
-err = Console(stderr=True)
-
-
-class Failed(click.ClickException):
-    """A refusal or a failed job: the message goes to stderr, the exit code is 1."""
+EXIT = {
+    "ok": 0,
+    "failed": 1,  # the job failed or was cancelled, or the gateway refused the request
+    "usage": 2,  # a wrong command line (click's own code)
+    "unreachable": 3,  # no answer from the gateway (after retries)
+    "not_found": 4,  # no such job (or not this key's)
+    "unfinished": 5,  # the job did not end within --wait
+    "unauthorized": 6,  # a missing or wrong API key
+}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Unreachable(click.ClickException):
-    """The gateway cannot be reached."""
+class Exit(click.ClickException):
+    """An error message on stderr; the subclass sets the exit code."""
 
-    exit_code = 3
+    exit_code = EXIT["failed"]
+
+
+class Unreachable(Exit):
+    exit_code = EXIT["unreachable"]
+
+
+class NotFound(Exit):
+    exit_code = EXIT["not_found"]
+
+
+class Unfinished(Exit):
+    exit_code = EXIT["unfinished"]
+
+
+class Unauthorized(Exit):
+    exit_code = EXIT["unauthorized"]
+
+
+def _exit_for(exc: errors.MlqueueError) -> Exit:
+    if isinstance(exc, errors.Unreachable):
+        return Unreachable(str(exc))
+    if isinstance(exc, errors.NotFound):
+        return NotFound(exc.detail)
+    if isinstance(exc, errors.Unauthorized):
+        return Unauthorized(f"{exc.detail} (set MLQUEUE_API_KEY or --api-key)")
+    if isinstance(exc, errors.WaitTimeout):
+        return Unfinished(f"{exc}; try again with a longer --wait")
+    if isinstance(exc, errors.ApiError):
+        return Exit(f"{exc.status}: {exc.detail}")
+    return Exit(str(exc))
 
 
 class Group(click.Group):
-    """Turns API and connection errors into clean messages and exit codes."""
+    """Turns the SDK's errors into messages and exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ApiError as exc:
-            raise Failed(f"{exc.status}: {exc.detail}") from exc
-        except httpx.TransportError as exc:
-            url = ctx.params.get("url")
-            raise Unreachable(f"cannot reach the gateway at {url}: {exc}") from exc
+        except errors.MlqueueError as exc:
+            raise _exit_for(exc) from exc
 
 
-@click.group(cls=Group)
-@click.option("--url", envvar="MLQUEUE_URL", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--api-key", envvar="MLQUEUE_API_KEY", default=None, help="Sent as a Bearer token.")
+def json_option(command: F) -> F:
+    """`--json`: print the answer as JSON on stdout (for scripts) instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(command)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="MLQUEUE_URL", help="The gateway [env MLQUEUE_URL; config file].")
+@click.option(
+    "--api-key", envvar="MLQUEUE_API_KEY", help="Sent as a Bearer token [env MLQUEUE_API_KEY]."
+)
+@click.version_option("0.1.0", prog_name="mlqueue")
 @click.pass_context
-def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
-    """Submit prediction jobs to an mlqueue gateway and fetch their results."""
-    ctx.obj = ctx.with_resource(_closing(Client(url, api_key)))
+def cli(ctx: click.Context, url: str | None, api_key: str | None) -> None:
+    """Submit prediction jobs to an mlqueue gateway and fetch their results.
+
+    Exit codes: 0 ok, 1 failed or refused, 2 usage, 3 unreachable, 4 not found, 5 not finished
+    within --wait, 6 unauthorized."""
+    if ctx.resilient_parsing or ctx.invoked_subcommand in ("completion", "config"):
+        return  # completing a word, or commands that need no gateway
+    found = config.resolve(url, api_key, ctx)
+    ctx.obj = ctx.with_resource(Client(found.url, found.api_key))
 
 
 @cli.command()
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--model", default="default", show_default=True)
-@click.option("--wait", type=float, default=0, help="Seconds to wait for the result.")
+@click.option("--format", "form", type=click.Choice(["auto", "json", "csv"]), default="auto")
+@click.option("--priority", type=int, default=None, help="Sent only when given.")
+@click.option("--idempotency-key", default=None, help="The same key never makes a second job.")
+@click.option("--wait", type=float, default=0, help="Seconds to wait for the predictions.")
+@json_option
 @click.pass_obj
-def submit(client: Client, source: Any, model: str, wait: float) -> None:
-    """Submit JSON rows from SOURCE (a file or - for stdin): `[[...], ...]` or `{"data": ...}`."""
+def submit(
+    client: Client,
+    source: Any,
+    model: str,
+    form: str,
+    priority: int | None,
+    idempotency_key: str | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Submit rows from SOURCE (a file, or - for stdin): JSON (`[[...], ...]` or
+    `{"data": ...}`) or CSV lines of numbers (a header line is skipped)."""
     try:
-        body = json.load(source)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="SOURCE") from exc
-    rows = body.get("data") if isinstance(body, dict) else body
-    accepted = client.submit(rows, model)
+        rows = parse(source.read(), form)
+    except BadRows as exc:
+        raise click.BadParameter(str(exc), param_hint="SOURCE") from exc
+    accepted = client.submit(rows, model, priority=priority, idempotency_key=idempotency_key)
     if wait <= 0:
-        _print(accepted)
+        _show(accepted, as_json, f"{accepted.job_id} {accepted.status}")
         return
-    response = client.result(accepted["job_id"], wait)
-    _print(response.json())
+    result = client.result(accepted.job_id, wait)
+    _show(result, as_json, "\n".join(f"{p:.6g}" for p in result.data))
 
 
 @cli.command()
 @click.argument("job_id")
+@json_option
 @click.pass_obj
-def status(client: Client, job_id: str) -> None:
+def status(client: Client, job_id: str, as_json: bool) -> None:
     """A job's status and progress."""
-    _print(client.status(job_id))
+    job = client.get(job_id)
+    _show(job, as_json, _line(job))
+
+
+@cli.command()
+@click.option(
+    "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+)
+@click.option("--kind", type=click.Choice(["json", "csv"]))
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@json_option
+@click.pass_obj
+def jobs(client: Client, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Your newest jobs (needs a gateway that lists jobs: GET /v1/jobs)."""
+    page = client.jobs(status=status, kind=kind, limit=limit)
+    _show(page, as_json, "\n".join(_line(job) for job in page.jobs) or "no jobs")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@json_option
+@click.pass_obj
+def wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Wait for a job to end; exit 1 if it failed, 5 if it has not ended within --timeout."""
+    job = client.wait(job_id, timeout)
+    _show(job, as_json, _line(job))
+    if job.status != "succeeded":
+        raise errors.JobFailed(job)
 
 
 @cli.command()
 @click.argument("job_id")
 @click.option("--wait", type=float, default=0, help="Seconds to wait for the job to end.")
 @click.option("-o", "--output", type=click.File("wb"), default="-", help="Where to write it.")
+@json_option
 @click.pass_obj
-def result(client: Client, job_id: str, wait: float, output: Any) -> None:
-    """A job's result: JSON, or the CSV of a CSV job. Exit 1 while it is not finished."""
-    response = client.result(job_id, wait)
-    if response.status_code == 202:
-        raise Failed(f"job {job_id} is {response.json()['status']}; try again with --wait")
-    output.write(response.content)
+def result(client: Client, job_id: str, wait: float, output: Any, as_json: bool) -> None:
+    """A job's result: its predictions, or the CSV of a CSV job (exit 5 while it runs)."""
+    job = client.wait(job_id, wait)
+    if job.status != "succeeded":
+        raise errors.JobFailed(job)
+    if job.kind == "csv":
+        client.download(job_id, output)
+        return
+    answer = client.result(job_id, 0)
+    text = "\n".join(f"{p:.6g}" for p in answer.data)
+    output.write(((answer.model_dump_json(indent=2) if as_json else text) + "\n").encode())
 
 
 @cli.command()
 @click.argument("job_id")
+@json_option
 @click.pass_obj
-def cancel(client: Client, job_id: str) -> None:
+def cancel(client: Client, job_id: str, as_json: bool) -> None:
     """Cancel a queued or running job."""
-    _print(client.cancel(job_id))
+    job = client.cancel(job_id)
+    _show(job, as_json, _line(job))
 
 
-@cli.command()
+MAX_ERROR_PAGES = 1000  # `--all` stops there even if a gateway kept naming a next page
+
+
+@cli.command(name="errors")
 @click.argument("job_id")
+@json_option
 @click.pass_obj
-def errors(client: Client, job_id: str) -> None:
-    """The bad lines of a CSV job (skipped, or the ones that failed it)."""
-    _print(client.errors(job_id))
+@click.option("--cursor", help="Start at this page (from a previous `next_cursor`).")
+@click.option("--all", "every_page", is_flag=True, help="Follow `next_cursor` to the last page.")
+def errors_(
+    client: Client, job_id: str, as_json: bool, cursor: str | None, every_page: bool
+) -> None:
+    """The bad lines of a CSV job (skipped, or the ones that failed it), one page at a time."""
+    found = client.errors(job_id, cursor=cursor)
+    for _ in range(MAX_ERROR_PAGES if every_page else 0):
+        if not found.next_cursor:
+            break
+        following = client.errors(job_id, cursor=found.next_cursor)
+        found = following.model_copy(update={"errors": found.errors + following.errors})
+    lines = [f"line {e.line}, column {e.column} ({e.name}): {e.msg}" for e in found.errors]
+    if found.next_cursor and not as_json:
+        lines.append(f"(more: mlqueue errors {job_id} --cursor {found.next_cursor})")
+    _show(found, as_json, "\n".join(lines) or "no bad lines")
 
 
 @cli.command()
+@json_option
 @click.pass_obj
-def models(client: Client) -> None:
-    """The models the gateway serves, with their features and metrics."""
-    _print(client.models())
+def models(client: Client, as_json: bool) -> None:
+    """The models the gateway serves, with their versions and metrics."""
+    found = client.models()
+    lines = [
+        f"{m.name}:{m.version}{' (default)' if f'{m.name}:{m.version}' == found.default else ''}"
+        f"  {m.n_features} features  "
+        + "  ".join(f"{k}={v:.3f}" for k, v in sorted(m.metrics.items()))
+        for m in found.models
+    ]
+    _show(found, as_json, "\n".join(lines))
 
 
 @cli.command()
@@ -136,6 +248,7 @@ def models(client: Client) -> None:
 @click.option("--id-column", default=None, help="A column passed through to the output.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--ignore-extra", is_flag=True, help="Allow columns the model does not use.")
+@json_option
 @click.pass_obj
 def score(
     client: Client,
@@ -145,94 +258,74 @@ def score(
     id_column: str | None,
     on_error: str,
     ignore_extra: bool,
+    as_json: bool,
 ) -> None:
     """Score a CSV file: upload it, watch it being scored, download the predictions."""
-    options = {
-        "model": model or "",
-        "id_column": id_column or "",
-        "on_error": on_error,
-        "ignore_extra": "true" if ignore_extra else "",
-    }
-    with _progress() as bars:
-        sending = bars.add_task("upload", total=source.stat().st_size)
-        try:
-            job = client.upload_csv(source, options, lambda n: bars.advance(sending, n))
-        except (httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            # The gateway answers a refusal (413 above its upload limit) before the body has
-            # been sent, then closes the connection: the client only sees its write fail.
-            raise Failed(
-                f"the gateway closed the connection during the upload ({exc}); the file may "
-                "exceed its upload limit (MLQUEUE_MAX_UPLOAD_BYTES)"
-            ) from exc
-        scoring = bars.add_task("scoring", total=job.get("n_rows"), unit="rows")
-        view = client.wait(job["job_id"], lambda v: _show(bars, scoring, v))
-        if view["status"] != "succeeded":
-            raise Failed(_why(view))
-        fetching = bars.add_task("download", total=None)
-        with output.open("wb") as out:
-            client.download(job["job_id"], out, lambda n: bars.advance(fetching, n))
-    skipped = (view.get("progress") or {}).get("rows_skipped", 0)
-    err.print(f"{view['n_rows']} predictions written to {output} (job {job['job_id']})")
+    with Bars(quiet=as_json) as bars:
+        job = client.score_csv(
+            source,
+            output,
+            on_progress=bars.step,
+            model=model,
+            id_column=id_column,
+            on_error=on_error,
+            ignore_extra=ignore_extra,
+        )
+    skipped = job.progress.rows_skipped if job.progress else 0
+    if as_json:
+        _show(job, as_json, "")
+        return
+    # The predictions are in the file: the summary is a message, so stdout stays empty.
+    click.echo(f"{job.n_rows} predictions written to {output} (job {job.job_id})", err=True)
     if skipped:
-        err.print(f"{skipped} bad lines skipped: see `mlqueue errors {job['job_id']}`")
+        click.echo(f"{skipped} bad lines skipped: see `mlqueue errors {job.job_id}`", err=True)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description:>9}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        _Amount(DownloadColumn()),
-        _Amount(TransferSpeedColumn()),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
+@cli.command(name="config")
+@json_option
+@click.pass_context
+def config_(ctx: click.Context, as_json: bool) -> None:
+    """The gateway URL and key in effect, and where each came from."""
+    parent = ctx.parent
+    assert parent is not None
+    found = config.resolve(parent.params["url"], parent.params["api_key"], parent)
+    body = {
+        "file": str(config.path()),
+        "url": found.url,
+        "api_key": "set" if found.api_key else None,
+        "sources": found.sources,
+    }
+    text = "\n".join(f"{k}: {v}" for k, v in body.items() if k != "sources")
+    _show(body, as_json, text + f"\nfrom: {found.sources}")
 
 
-class _Amount(ProgressColumn):
-    """A byte column for transfers, and rows (and rows/s) for the scoring bar."""
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: `eval "$(mlqueue completion bash)"` in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
 
-    def __init__(self, for_bytes: ProgressColumn) -> None:
-        super().__init__()
-        self.for_bytes = for_bytes
-
-    def render(self, task: Task) -> RenderableType:
-        if task.fields.get("unit") != "rows":
-            return self.for_bytes.render(task)
-        if isinstance(self.for_bytes, TransferSpeedColumn):
-            return Text(
-                f"{task.speed:,.0f} rows/s" if task.speed else "", style="progress.data.speed"
-            )
-        total = "?" if task.total is None else f"{int(task.total):,}"
-        return Text(f"{int(task.completed):,}/{total} rows", style="progress.download")
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "mlqueue", "_MLQUEUE_COMPLETE").source())
 
 
-def _show(bars: Progress, task: Any, view: dict[str, Any]) -> None:
-    progress = view.get("progress") or {}
-    bars.update(task, completed=progress.get("rows_done", 0), total=progress.get("rows_total"))
+def _line(job: Any) -> str:
+    text = f"{job.job_id} {job.status} model={job.model}"
+    if job.progress and job.progress.percent is not None:
+        text += f" {job.progress.percent:.1f}%"
+    if job.error:
+        text += f" error: {job.error.message}"
+    return text
 
 
-def _why(view: dict[str, Any]) -> str:
-    error = view.get("error") or {}
-    return f"job {view['job_id']} {view['status']}: {error.get('message', 'no reason given')}"
-
-
-def _print(body: Any) -> None:
-    click.echo(json.dumps(body, indent=2))
-
-
-class _closing:
-    """A context manager that closes the client when the command ends."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def __enter__(self) -> Client:
-        return self.client
-
-    def __exit__(self, *_: object) -> None:
-        self.client.close()
+def _show(answer: BaseModel | dict[str, Any], as_json: bool, text: str) -> None:
+    if not as_json:
+        click.echo(text)
+    elif isinstance(answer, BaseModel):
+        click.echo(answer.model_dump_json(indent=2))
+    else:
+        click.echo(json.dumps(answer, indent=2))
 
 
 def main() -> None:

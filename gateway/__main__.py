@@ -16,6 +16,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from shared import metrics_dir
 from shared.logs import configure_logging
@@ -30,6 +31,9 @@ def config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep our JSON handler (main() and each lifespan configure it)
+        # httptools refuses a request with both Content-Length and Transfer-Encoding (h11 takes
+        # it); pinned so the choice never depends on what happens to be installed.
+        http="httptools",
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         limit_concurrency=4096,
@@ -86,7 +90,10 @@ def _fork_servers(settings: Settings) -> int:
 
 def main() -> None:
     """Serve until interrupted."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a clear line, not a traceback, for a misconfiguration
+        sys.exit(f"mlqueue gateway: invalid settings: {exc}")
     configure_logging(settings.log_level)  # uvicorn's startup lines too, before the lifespan
     if settings.gateway_workers == 1:
         uvicorn.Server(config(settings)).run()

@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
-from gateway import deps, errors
+from gateway import deps, errors, keys, traces
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
 from gateway.state import GatewayState
+from shared import tracing
 from shared.logs import configure_logging
 from shared.schemas import Problem
 from shared.settings import Settings, get_settings
@@ -26,12 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
+        keys.log_auth_state(settings)
         state = app.state.gateway = GatewayState.create(settings)
         state.start()
         try:
             yield
         finally:
             await state.close()
+            tracing.shutdown()  # export the spans still buffered
 
     app = FastAPI(
         title="mlqueue",
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_path={"/v1/jobs/csv": settings.max_upload_bytes},
     )
     app.add_middleware(MetricsMiddleware)  # outermost, so that it also counts the 413s
+    traces.instrument(app)  # when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (docs/tracing.md)
     return app
 
 

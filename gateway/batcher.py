@@ -5,6 +5,9 @@ event loop (no added latency); while another batch is being sent, a new batch wa
 `max_wait` seconds for company, or until it holds `max_rows` rows. Each job keeps its own record,
 result and error: the message only carries them together. A submit returns once its job's record
 is written and its message is in the broker, so a 202 means the job is durably queued.
+
+A job's rows are serialized when it joins a batch, not when the batch is sent: whatever one job
+carries can only fail that job, never its neighbours in the same message.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway import traces
 from gateway.store import JobStore
+from shared import tracing
+from shared.errors import InvalidInput
 from shared.tasks import QUEUE, BatchJob, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ class _Batch:
     queue: str
     records: list[dict[str, str]] = field(default_factory=list)
     jobs: list[BatchJob] = field(default_factory=list)
+    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     rows: int = 0
     sent: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -54,6 +61,7 @@ class Batcher:
     ) -> None:
         """Queue one job on `queue` (its priority); returns when its message is in the broker
         (or raises why not)."""
+        rows, payload = serialize(rows)  # before joining: a bad job fails alone
         key = (model, queue)
         batch = self._open.get(key)
         if batch is not None and batch.rows + len(rows) > self.max_rows:
@@ -64,7 +72,11 @@ class Batcher:
             delay = self.max_wait if self._sending else 0.0
             batch.timer = asyncio.get_running_loop().call_later(delay, self._send, key)
         batch.records.append(record)
-        batch.jobs.append({"id": record["id"], "rows": rows})
+        job: BatchJob = {"id": record["id"], "rows": rows}
+        if tracing.ON:  # the job's submit span, for the batch span to link and the worker to join
+            job["trace"] = tracing.carrier()
+        batch.jobs.append(job)
+        batch.payloads[record["id"]] = (model, payload)
         batch.rows += len(rows)
         if batch.rows >= self.max_rows:
             self._send(key)
@@ -90,11 +102,13 @@ class Batcher:
 
     async def _deliver(self, batch: _Batch) -> None:
         try:
-            rows = {job["id"]: (batch.model, orjson.dumps(job["rows"])) for job in batch.jobs}
-            await self.store.create_many(batch.records, outbox=rows)
-            # One job alone keeps its own id as the message id, which eases tracing.
-            message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
-            await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue)
+            with traces.batch_span(batch.jobs, batch.model, batch.rows):
+                await self.store.create_many(batch.records, outbox=batch.payloads)
+                # One job alone keeps its own id as the message id, which eases tracing.
+                message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
+                await self.publish(
+                    message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue
+                )
             # Links the message id (the worker's Celery task id) to the job ids it carries.
             extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
             log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})
@@ -109,3 +123,17 @@ class Batcher:
                 raise
         else:
             batch.sent.set_result(None)
+
+
+def serialize(rows: list[list[float]]) -> tuple[list[list[float]], bytes]:
+    """The rows as they will travel (ints past 64 bits as floats) and their JSON; `InvalidInput`
+    when they cannot be sent at all."""
+    try:
+        return rows, orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        pass
+    try:  # orjson refuses ints past 64 bits; the model reads float32 anyway
+        floats = [[float(v) for v in row] for row in rows]
+        return floats, orjson.dumps(floats)
+    except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError) as exc:
+        raise InvalidInput(f"the rows cannot be serialized: {type(exc).__name__}") from exc

@@ -7,7 +7,7 @@ import io
 import sys
 from array import array
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -15,27 +15,42 @@ from redis.asyncio import Redis
 from shared import csvjobs, jobstore, redisio
 from shared.chunks import Chunk
 from shared.csvjobs import ChunkOutcome
-from shared.errors import JobConflict
+from shared.errors import InvalidInput, JobConflict, ServiceError
+from shared.features import excerpt
 from shared.redisio import text
+from shared.replication import ReplicaWait, run_script_async
 
 MAX_ERRORS_LISTED = 1000
+"""Most bad lines on one page of `GET /v1/jobs/{id}/errors` (`limit` may ask for fewer)."""
+MAX_ERRORS_PAGE_BYTES = 192 * 1024
+"""Most bytes of bad lines on one page, whatever their number: the next page goes on from there."""
+ENTRY_OVERHEAD = 32
+"""Bytes an entry gains in the answer (the null column and name it may lack when stored)."""
+MAX_MSG_CHARS = 200
+"""An error message as listed (messages quote at most 40 characters of a cell; this bounds the
+ones stored before that)."""
 
 
 class CsvStore:
     """Chunk data of CSV jobs in Redis, on behalf of the upload and the result routes."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.wait = wait  # Sentinel: a chunk counts as received once a replica has it
         self._store = redis.register_script(csvjobs.STORE_CHUNK)
         self._finalize = redis.register_script(csvjobs.FINALIZE)
         self._cancel = redis.register_script(jobstore.CANCEL)
+        self._finish = redis.register_script(jobstore.FINISH)
+        self._forget = redis.register_script(csvjobs.FORGET_WAITING)
 
     async def store(self, job_id: str, chunk: Chunk, task_kwargs: bytes) -> bool:
         """Store a chunk's bytes, and its task's arguments (JSON) in the outbox, while the job
         is live; False once it ended (failed, cancelled)."""
         call = csvjobs.store_chunk_call(job_id, chunk.index, chunk.data, task_kwargs, self.ttl)
-        return csvjobs.outcome(await self._store(keys=call.keys, args=call.args)) == "stored"
+        what = f"job {job_id} chunk {chunk.index}"
+        reply = await run_script_async(self.redis, self.wait, self._store, call, what)
+        return csvjobs.outcome(reply) == "stored"
 
     async def progress(self, job_id: str) -> tuple[ChunkOutcome, int]:
         """The job's status ("missing" once expired) and how many chunks are scored."""
@@ -44,14 +59,25 @@ class CsvStore:
 
     async def finalize(self, job_id: str, chunks: int, rows: int) -> ChunkOutcome:
         """Record the totals once the upload ended; completes the job if every chunk is scored."""
-        call = csvjobs.finalize_call(job_id, chunks=chunks, rows=rows)
-        return csvjobs.outcome(await self._finalize(keys=call.keys, args=call.args))
+        call = csvjobs.finalize_call(job_id, chunks=chunks, rows=rows, ttl=self.ttl)
+        reply = await run_script_async(self.redis, self.wait, self._finalize, call, f"job {job_id}")
+        return csvjobs.outcome(reply)
 
     async def purge(self, job_id: str) -> None:
         """Delete every chunk key of a job that has ended (call after the status changed)."""
-        sent = await self.redis.hget(jobstore.job_key(job_id), "chunks_sent")
-        for keys in csvjobs.purge_batches(job_id, int(sent or 0)):
+        sent = int(await self.redis.hget(jobstore.job_key(job_id), "chunks_sent") or 0)
+        forget = csvjobs.forget_waiting_call(job_id, sent)
+        await self._forget(keys=forget.keys, args=forget.args)
+        for keys in csvjobs.purge_batches(job_id, sent):
             await self.redis.delete(*keys)
+
+    async def fail(self, job_id: str, error: ServiceError) -> None:
+        """Fail a live job for `error` (its record stays, with the error) and delete its chunks."""
+        call = jobstore.failure_call(
+            job_id, error_type=type(error).__name__, message=error.message, ttl=self.ttl
+        )
+        await self._finish(keys=call.keys, args=call.args)
+        await self.purge(job_id)
 
     async def abort(self, job_id: str) -> None:
         """Forget a job whose upload failed: its client never learnt the id."""
@@ -80,22 +106,72 @@ class CsvStore:
                 return
             yield _rows(decode_floats(redisio.raw(raw)), orjson.loads(ids) if ids else None)
 
-    async def errors(self, job_id: str) -> list[Any]:
-        """The bad lines of a job: those that failed it, or those skipped so far in file order
-        (at most `MAX_ERRORS_LISTED`)."""
+    async def errors(
+        self, job_id: str, cursor: ErrorCursor, limit: int
+    ) -> tuple[list[dict[str, Any]], ErrorCursor | None]:
+        """One page of a job's bad lines, in file order: those that failed it, or those skipped
+        so far; and where the next page starts (None at the end). A page holds at most `limit`
+        lines and about `MAX_ERRORS_PAGE_BYTES`."""
         failed_with, sent = await self.redis.hmget(
             jobstore.job_key(job_id), ["errors", "chunks_sent"]
         )
-        if failed_with:
-            listed: list[Any] = orjson.loads(failed_with)
-            return listed
-        listed = []
-        for i in range(int(sent or 0)):
+        page = _Page(limit)
+        if failed_with:  # a failed job lists its few bad lines in its record
+            listed: list[dict[str, Any]] = orjson.loads(failed_with)
+            page.take(ErrorCursor(0, cursor.offset), listed)
+            return page.entries, page.next
+        chunk, offset = cursor.chunk, cursor.offset
+        for i in range(chunk, int(sent or 0)):
             raw = await self.redis.get(csvjobs.err_key(job_id, i))
-            listed += orjson.loads(raw) if raw else []
-            if len(listed) >= MAX_ERRORS_LISTED:
-                break
-        return listed[:MAX_ERRORS_LISTED]
+            if raw and not page.take(ErrorCursor(i, offset), orjson.loads(raw)):
+                return page.entries, page.next
+            offset = 0
+        return page.entries, None
+
+
+class ErrorCursor(NamedTuple):
+    """Where a page of bad lines starts: chunk index, then position in that chunk's list."""
+
+    chunk: int
+    offset: int
+
+    @classmethod
+    def parse(cls, value: str | None) -> ErrorCursor:
+        """A cursor as given by a client (`next_cursor` of the page before); `InvalidInput`
+        if it is not one."""
+        if not value:
+            return cls(0, 0)
+        chunk, dot, offset = value.partition(".")
+        if not (dot and chunk.isdigit() and offset.isdigit() and len(value) <= 24):
+            raise InvalidInput("cursor: not a cursor; pass the next_cursor of the page before")
+        return cls(int(chunk), int(offset))
+
+    def __str__(self) -> str:
+        return f"{self.chunk}.{self.offset}"
+
+
+class _Page:
+    """Bad lines gathered up to a count and a byte budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: list[dict[str, Any]] = []
+        self.bytes = 0
+        self.next: ErrorCursor | None = None
+
+    def take(self, start: ErrorCursor, listed: list[dict[str, Any]]) -> bool:
+        """Add `listed[start.offset:]`; False once the page is full (`next` says where)."""
+        for j in range(start.offset, len(listed)):
+            entry = {**listed[j], "msg": str(listed[j].get("msg", ""))[:MAX_MSG_CHARS]}
+            if isinstance(entry.get("name"), str):
+                entry["name"] = excerpt(entry["name"])
+            size = len(orjson.dumps(entry)) + ENTRY_OVERHEAD
+            if len(self.entries) >= self.limit or self.bytes + size > MAX_ERRORS_PAGE_BYTES:
+                self.next = ErrorCursor(start.chunk, j)
+                return False
+            self.entries.append(entry)
+            self.bytes += size
+        return True
 
 
 def decode_floats(raw: bytes) -> array[float]:

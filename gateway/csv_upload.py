@@ -21,17 +21,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import orjson
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, traces
 from gateway.callbacks import webhook_fields
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
 from gateway.idempotency import fingerprint
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.store import JobStore
-from shared import csvjobs, jobstore
+from shared import csvjobs, jobstore, tracing
 from shared.chunks import BOM, Chunk, Chunker, split_first
 from shared.csvformat import Layout, check_text, layout_for
-from shared.errors import InvalidInput, JobConflict
+from shared.errors import InvalidInput, JobConflict, UploadStalled
+from shared.features import excerpt
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
@@ -50,12 +52,14 @@ class CsvUpload:
         jobs: JobStore,
         chunks: CsvStore,
         publisher: Publisher,
+        quotas: Quotas,
         owner: str,
         query: Mapping[str, str],
         before_chunk: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
+        self.quotas = quotas  # the global cap on waiting chunk bytes, the owner's stored bytes
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
         # Awaited with each chunk's rows before it is stored (rate limit, idempotency claim).
@@ -77,11 +81,18 @@ class CsvUpload:
         form = FormReader(content_type, "file", CsvOptions.model_fields)
         self._started = time.perf_counter()
         try:
-            async for block in body:
+            async for block in idle_bounded(body, self.settings.upload_idle_timeout):
                 for event in form.feed(block):
                     await self._on(event)
             form.finish()
             return await self._finish()
+        except UploadStalled as exc:
+            if self.job_id:  # keep the record, failed, so the logs and the id tell what happened
+                exc.details["job_id"] = self.job_id
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.chunks.fail(self.job_id, exc))
+            log.warning("csv upload stalled", extra={"job_id": self.job_id or None})
+            raise
         except BaseException:
             if self.job_id:
                 with contextlib.suppress(Exception):
@@ -168,9 +179,14 @@ class CsvUpload:
             id_column=self.options.id_column or "",
         )
         await self.jobs.create_many([record])
+        if tracing.ON:
+            tracing.set_attributes(traces.job_attributes(self.job_id, "csv", self.info))
 
     async def _send(self, chunk: Chunk) -> None:
         await self._wait_for_room(chunk.index)
+        if not self.stopped:
+            await self.quotas.check_waiting_chunks(len(chunk.data))
+            await self.quotas.add_results(self.owner, chunk.rows)
         if self.before_chunk is not None:
             await self.before_chunk(chunk.rows)
         kwargs = csvjobs.task_kwargs(
@@ -182,6 +198,8 @@ class CsvUpload:
             self.layout,
             self.options.on_error,
         )
+        if tracing.ON:  # the job's submit span, for the worker's queue wait (and a resent chunk)
+            kwargs["trace"] = tracing.carrier()
         if self.stopped or not await self.chunks.store(self.job_id, chunk, orjson.dumps(kwargs)):
             self.stopped = True
             return
@@ -237,7 +255,8 @@ def options_of(query: Mapping[str, str], fields: Mapping[str, str]) -> CsvOption
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(map(str, error["loc"]))
-        raise InvalidInput(f"{where}: {error['msg']} (got {error['input']!r})") from exc
+        got = excerpt(str(error["input"]))
+        raise InvalidInput(f"{where}: {error['msg']} (got {got!r})") from exc
 
 
 async def fingerprint_upload(
@@ -260,3 +279,20 @@ async def fingerprint_upload(
 
 def _fingerprint(file_sha256: bytes, options: CsvOptions) -> str:
     return fingerprint(file_sha256, orjson.dumps(options.model_dump(mode="json")))
+
+
+async def idle_bounded(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """`body`'s blocks, or `UploadStalled` once none arrives for `seconds`: neither uvicorn nor
+    the ASGI protocol bounds the wait for the next block of a request body."""
+    blocks = aiter(body)
+    while True:
+        try:
+            block = await asyncio.wait_for(anext(blocks), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled(
+                f"the upload sent nothing for {seconds:g} s (MLQUEUE_UPLOAD_IDLE_TIMEOUT) and "
+                "was abandoned; send the file again"
+            ) from None
+        yield block

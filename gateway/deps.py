@@ -42,7 +42,7 @@ async def get_owner(state: StateDep, credentials: Credentials) -> str:
     Jobs are visible only to their owner. Routers that need a key depend on this function, so
     it runs once per request (FastAPI caches a dependency within a request).
     """
-    digests = state.settings.api_keys
+    digests = state.settings.api_keys + state.settings.admin_keys
     if not digests:
         return ""
     found = keys.match(credentials.credentials, digests) if credentials else None

@@ -16,22 +16,26 @@ from shared.errors import (
     InvalidInput,
     JobConflict,
     JobNotFound,
+    MalformedRequest,
     ModelError,
     ModelNotFound,
     QueueUnavailable,
     RateLimited,
     ServiceError,
+    UploadStalled,
 )
 
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidInput: 422,
+    MalformedRequest: 400,
     ModelNotFound: 422,  # the model is a field of the request body
     JobNotFound: 404,
     JobConflict: 409,
     ModelError: 503,
     QueueUnavailable: 503,
+    UploadStalled: 408,
     RateLimited: 429,
 }
 RETRY_AFTER = 5
@@ -59,7 +63,7 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = next(STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR)
     response = problem(status, type(exc).__name__, exc.message, exc.details)
-    if isinstance(exc, QueueUnavailable):
+    if isinstance(exc, QueueUnavailable | RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
     response.headers.update(exc.headers)
     return response
@@ -117,6 +121,7 @@ _TITLES = {
     400: "BadRequest",
     401: "Unauthorized",
     404: "NotFound",
+    408: "RequestTimeout",
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",

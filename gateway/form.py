@@ -61,7 +61,7 @@ class FormReader:
 
     def finish(self) -> None:
         """The body ended: it must have held the whole file."""
-        self._multipart.parser.finalize()
+        self._multipart.finalize()
         if self._state != "done":
             raise InvalidInput(
                 f"no complete file in the form: upload the CSV as field `{self.file_field}`"

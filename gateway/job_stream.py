@@ -63,7 +63,7 @@ class JobStreams:
             raise RateLimited(
                 f"too many open event streams for this API key (at most "
                 f"{self.settings.max_event_streams_per_key}); close one or poll",
-                {"Retry-After": "1"},
+                retry_after=1,
             )
         self.open[owner] += 1
         return Slot(self.open, owner)

@@ -15,24 +15,27 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from gateway import metrics
+from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
-from gateway.csv_store import CsvStore
-from gateway.csv_upload import CsvUpload, fingerprint_upload
+from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
+from gateway.csv_upload import CsvUpload, fingerprint_upload, idle_bounded
 from gateway.events import JobEvents
 from gateway.idempotency import Idempotency, fingerprint
 from gateway.job_stream import JobStreams, Slot, StatusEvent
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
+from gateway.quotas import Quotas
 from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
-from shared import jobstore
+from shared import jobstore, tracing
 from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
+from shared.replication import ReplicaWait
 from shared.schemas import (
     CsvErrors,
     JobAccepted,
@@ -79,8 +82,10 @@ class Jobs:
         self.registry = registry
         self.events = events
         self.publisher = publisher
-        self.store = JobStore(redis, settings.result_ttl)
-        self.chunks = CsvStore(redis, settings.result_ttl)
+        wait = ReplicaWait.of(settings)
+        self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
+        self.chunks = CsvStore(redis, settings.result_ttl, wait)
+        self.quotas = Quotas(redis, settings)
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.limits = RateLimiter(redis, settings)
@@ -104,6 +109,7 @@ class Jobs:
         returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
+        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
@@ -113,10 +119,11 @@ class Jobs:
             record["priority"] = priority
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
-        await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
-        metrics.job_submitted(info.name, "json", len(rows))
-        extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
-        log.info("job submitted", extra={**extra, "rows": len(rows)})
+        with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
+            await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
+            metrics.job_submitted(info.name, "json", len(rows))
+            extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
+            log.info("job submitted", extra={**extra, "rows": len(rows)})
         return JobAccepted(
             job_id=job_id,
             status=JobStatus.QUEUED,
@@ -165,22 +172,29 @@ class Jobs:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them). With an Idempotency-Key
         (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
-        if key is None:
-            await self.limits.take(owner, jobs=1)
-            return Submitted(await self._upload(owner, query).run(content_type, body))
-        found = await self.idempotency.claim(owner, key)
-        if found is not None:  # read the duplicate through to compare it, creating nothing
-            fp = await fingerprint_upload(content_type, body, query)
-            return Submitted(self.idempotency.replay(found, fp), replayed=True)
-        upload = self._upload(owner, query, key)
-        try:
-            await self.limits.take(owner, jobs=1)
-            accepted = await upload.run(content_type, body)
-        except BaseException:
-            await asyncio.shield(self.idempotency.release(owner, key))
-            raise
-        await asyncio.shield(self.idempotency.bind(owner, key, upload.fingerprint(), accepted))
-        return Submitted(accepted)
+        async with self.quotas.upload(owner):
+            if key is None:
+                await self.limits.take(owner, jobs=1)
+                return Submitted(await self._run(self._upload(owner, query), content_type, body))
+            found = await self.idempotency.claim(owner, key)
+            if found is not None:  # read the duplicate through to compare it, creating nothing
+                idle = self.settings.upload_idle_timeout
+                fp = await fingerprint_upload(content_type, idle_bounded(body, idle), query)
+                return Submitted(self.idempotency.replay(found, fp), replayed=True)
+            upload = self._upload(owner, query, key)
+            try:
+                await self.limits.take(owner, jobs=1)
+                accepted = await self._run(upload, content_type, body)
+            except BaseException:
+                await asyncio.shield(self.idempotency.release(owner, key))
+                raise
+            await asyncio.shield(self.idempotency.bind(owner, key, upload.fingerprint(), accepted))
+            return Submitted(accepted)
+
+    @staticmethod
+    async def _run(upload: CsvUpload, content_type: str, body: AsyncIterator[bytes]) -> JobAccepted:
+        with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
+            return await upload.run(content_type, body)
 
     def _upload(self, owner: str, query: Mapping[str, str], key: str | None = None) -> CsvUpload:
         async def before_chunk(rows: int) -> None:
@@ -196,6 +210,7 @@ class Jobs:
             self.store,
             self.chunks,
             self.publisher,
+            self.quotas,
             owner,
             query,
             before_chunk=hook,
@@ -219,12 +234,32 @@ class Jobs:
     async def wait(
         self, job_id: str, owner: str, timeout: float
     ) -> tuple[JobView, list[float] | None]:
-        """The job's view (and predictions) once it has finished, or after `timeout` seconds."""
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds.
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        view, predictions = await self.store.result(job_id, owner)
+        if view.status.finished or timeout <= 0:
+            return view, predictions
+        seconds = min(timeout, self.settings.max_wait_seconds)
+        async with self.quotas.long_poll(owner, seconds):
+            return await self._wait(job_id, owner, seconds)
+
+    async def _wait(
+        self, job_id: str, owner: str, seconds: float
+    ) -> tuple[JobView, list[float] | None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
-        with self.events.subscription(job_id) as finished:
+        deadline = loop.time() + seconds
+        attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": seconds}
+        with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
             while True:
-                view, predictions = await self.store.result(job_id, owner)
+                try:
+                    view, predictions = await self.store.result(job_id, owner)
+                except RedisError:
+                    # A failover or restart under a long poll: ride it out until the deadline
+                    # (the job's state survives it); past the deadline the 503 stands.
+                    if loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                    continue
                 remaining = deadline - loop.time()
                 if view.status.finished or remaining <= 0:
                     return view, predictions
@@ -308,15 +343,20 @@ class Jobs:
         log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
         return accepted
 
-    async def errors(self, job_id: str, owner: str) -> CsvErrors:
-        """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
+    async def errors(
+        self, job_id: str, owner: str, cursor: str | None = None, limit: int = MAX_ERRORS_LISTED
+    ) -> CsvErrors:
+        """One page of the bad lines of a CSV job: those skipped (on_error=skip), or those that
+        failed it; `next_cursor` asks for the next page."""
+        start = ErrorCursor.parse(cursor)
         view = await self.store.get(job_id, owner)
-        listed = await self.chunks.errors(job_id)
+        listed, after = await self.chunks.errors(job_id, start, min(limit, MAX_ERRORS_LISTED))
         return CsvErrors(
             job_id=job_id,
             status=view.status,
             rows_skipped=view.progress.rows_skipped if view.progress else 0,
             errors=[LineError.model_validate(e) for e in listed],
+            next_cursor=None if after is None else str(after),
         )
 
     async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Sequence
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "mlq_"
 OWNER_CHARS = 16  # 64 bits of the digest: enough to keep keys apart, short enough for logs
@@ -35,6 +40,24 @@ def match(key: str, digests: Sequence[str]) -> str | None:
         if hmac.compare_digest(candidate, known):
             found = known
     return found
+
+
+def admin_owners(settings: Settings) -> list[str]:
+    """The owner ids of the admin keys (they may see ownerless jobs)."""
+    return [owner_id(d) for d in settings.admin_keys]
+
+
+def log_auth_state(settings: Settings) -> None:
+    """Say at startup whether requests need a key: auth being off must never go unnoticed."""
+    if not settings.api_keys and not settings.admin_keys:
+        log.warning("auth is off: MLQUEUE_API_KEYS is unset, every request is let in")
+    else:
+        log.info(
+            "auth is on: %d API keys, %d admin keys",
+            len(settings.api_keys),
+            len(settings.admin_keys),
+            extra={"api_keys": len(settings.api_keys), "admin_keys": len(settings.admin_keys)},
+        )
 
 
 def new_key() -> str:

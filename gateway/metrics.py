@@ -30,6 +30,11 @@ from shared.tasks import QUEUE
 # Celery's Redis transport keeps delivered but unacknowledged messages in this hash.
 UNACKED = "unacked"
 UNMATCHED = "<unmatched>"
+# Methods that get their own label value; anything else (made-up methods) is counted as "other",
+# so that a client inventing methods cannot create series without bound.
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 REQUESTS = Counter(
     "mlqueue_http_requests",
@@ -128,8 +133,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = _route_template(scope)
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
 def _route_template(scope: Scope) -> str:

@@ -134,7 +134,7 @@ class RateLimiter:
         if not result.allowed:
             raise RateLimited(
                 f"rate limit of this API key exceeded; retry in {result.wait:.1f} s",
-                fields(limit, result),
+                fields=fields(limit, result),
             )
 
     async def pace(self, owner: str, rows: int) -> None:
@@ -148,7 +148,7 @@ class RateLimiter:
             if result.allowed:
                 return
             await self.sleep(result.wait)
-        raise RateLimited("rate limit of this API key exceeded", fields(limit, result))
+        raise RateLimited("rate limit of this API key exceeded", fields=fields(limit, result))
 
     async def _call(self, owner: str, limit: RateLimit, jobs: int, rows: int) -> Decision:
         call = take_call(owner, limit, jobs, rows)

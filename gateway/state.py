@@ -11,6 +11,7 @@ from gateway.events import JobEvents
 from gateway.jobs import Jobs
 from gateway.publisher import CeleryPublisher, Publisher
 from shared.celery_app import create_celery
+from shared.redis_clients import async_redis
 from shared.registry import Registry
 from shared.settings import Settings
 
@@ -32,8 +33,8 @@ class GatewayState:
     ) -> GatewayState:
         """Wire the parts; tests pass their own Redis and publisher."""
         if redis is None:
-            redis = Redis.from_url(
-                settings.redis_url.get_secret_value(),
+            redis = async_redis(
+                settings,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
                 health_check_interval=30,

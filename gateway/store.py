@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -11,22 +12,37 @@ from redis.asyncio import Redis
 from shared import jobstore, webhooks
 from shared.errors import JobNotFound
 from shared.redisio import text
+from shared.replication import ReplicaWait
 from shared.schemas import JobStatus, JobView
 
 
 class JobStore:
-    """Creates job records and reads or cancels them on behalf of their owner."""
+    """Creates job records and reads or cancels them on behalf of their owner.
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    A caller sees the jobs it owns. Ownerless jobs (enqueued directly through Celery, or created
+    before keys were turned on) are seen only when keys are off (owner "") or by an admin key.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        ttl: int,
+        admins: Collection[str] = (),
+        wait: ReplicaWait | None = None,
+    ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.admins = frozenset(admins)
+        self.wait = wait  # Sentinel: records and outbox entries count only once replicated
         self._cancel = redis.register_script(jobstore.CANCEL)
 
     async def create_many(
         self, records: list[dict[str, str]], outbox: dict[str, tuple[str, bytes]] | None = None
     ) -> None:
         """Write new jobs' records with their TTL, in one round trip. Jobs in `outbox` (job id ->
-        model spec, rows as JSON) also keep what it takes to send them again until they start."""
+        model spec, rows as JSON) also keep what it takes to send them again until they start.
+        With a `ReplicaWait`, `NotReplicated` unless a replica has them all (one WAIT per call,
+        hence one per micro-batch)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             # The listing index rides in the same round trip (no cost on the submit path).
@@ -49,11 +65,19 @@ class JobStore:
             if outbox:
                 pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
                 pipe.expire(jobstore.PENDING, self.ttl)
-            await pipe.execute()
+            if self.wait is not None:
+                self.wait.queue(pipe)
+            replies = await pipe.execute()
+        if self.wait is not None:
+            self.wait.check(replies[-1], f"{len(records)} new job(s)")
 
     async def delete_many(self, job_ids: list[str]) -> None:
-        """Forget jobs whose message could not be sent."""
-        await self.redis.delete(*(jobstore.job_key(job_id) for job_id in job_ids))
+        """Forget jobs that were not accepted (message not sent, or not replicated in time), and
+        their outbox entries, so that the outbox sweep never sends them."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(jobstore.job_key(job_id) for job_id in job_ids))
+            pipe.zrem(jobstore.PENDING, *job_ids)
+            await pipe.execute()
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's view; `JobNotFound` when unknown, expired or owned by another caller."""
@@ -69,7 +93,7 @@ class JobStore:
         self, job_id: str, owner: str
     ) -> tuple[JobView, list[list[float]] | None]:
         """The job's view and the rows it was submitted with, while they are kept."""
-        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "input", "rows"))
+        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "rows"))
         rows = jobstore.input_rows(fields)
         return jobstore.to_view(job_id, fields), rows
 
@@ -90,6 +114,11 @@ class JobStore:
         fields = dict(zip((*names, "owner"), values, strict=True))
         stored_owner = text(fields.pop("owner"))
         # Someone else's job is reported exactly like a missing one, so ids do not leak.
-        if fields.get("status") is None or (stored_owner and stored_owner != owner):
+        if fields.get("status") is None or not self._may_see(stored_owner, owner):
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
         return fields
+
+    def _may_see(self, stored_owner: str, owner: str) -> bool:
+        if stored_owner:
+            return stored_owner == owner
+        return owner == "" or owner in self.admins

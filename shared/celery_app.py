@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.entity import Queue
 
+from shared.redis_clients import celery_redis
 from shared.settings import Settings
 from shared.tasks import DELIVER_WEBHOOK, PREDICT, QUEUE, WEBHOOK_QUEUE, WORKER_QUEUES
 
@@ -14,9 +15,11 @@ from shared.tasks import DELIVER_WEBHOOK, PREDICT, QUEUE, WEBHOOK_QUEUE, WORKER_
 def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
     """A Celery app speaking JSON only, acknowledging late, with every timeout explicit."""
     app = Celery("mlqueue", include=list(include))
+    # One Redis, or kombu's sentinel:// transport and Celery's Sentinel backend (master_name).
+    redis = celery_redis(settings)
     app.conf.update(
-        broker_url=settings.redis_url.get_secret_value(),
-        result_backend=settings.backend_url,
+        broker_url=redis.broker_url,
+        result_backend=redis.backend_url,
         # JSON only: a pickled message from the broker would run code in the worker.
         task_serializer="json",
         result_serializer="json",
@@ -37,8 +40,12 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
             # Priorities are queues: poll them always in QUEUES order (high, normal, low)
             # instead of kombu's default round robin, which would serve low as often as high.
             "queue_order_strategy": "priority",
+            **redis.broker_options,
         },
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            **redis.backend_options,
+        },
         broker_connection_retry_on_startup=True,
         result_expires=settings.result_ttl,
         result_extended=True,
@@ -56,4 +63,6 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         worker_send_task_events=False,
         timezone="UTC",
     )
+    if redis.broker_ssl:
+        app.conf.update(broker_use_ssl=redis.broker_ssl, redis_backend_use_ssl=redis.backend_ssl)
     return app

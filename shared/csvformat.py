@@ -1,8 +1,10 @@
 """The CSV dialect mlqueue reads: header detection, column mapping, line-numbered errors.
 
-- A first line with any non-numeric cell is a header. Its names are matched to the model's
-  feature names in any order; an `id_column` is passed through; other names are an error unless
-  `ignore_extra` is set.
+- A first line whose cells are exactly the model's feature names (any order, plus the
+  `id_column` if one is named) is a header, even when the names look numeric (years, say); so is
+  a first line with any non-numeric cell. Header names are matched to the model's feature names
+  in any order; an `id_column` is passed through; other names are an error unless `ignore_extra`
+  is set; a name given twice is an error.
 - Without a header a line has exactly n_features values (the id column first when one is named;
   its values may be any text).
 - UTF-8 with or without BOM, LF or CRLF, quoted fields, blank lines and a missing final newline.
@@ -15,13 +17,24 @@ import codecs
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from shared.errors import InvalidInput
+from shared.features import excerpt, value_problem
 
 MAX_REPORTED = 5
+MAX_NAMES_LISTED: Final = 5
+"""Header names quoted in one message (the count of the others is given)."""
+
+
+def names_listed(names: Sequence[str]) -> str:
+    """Header names as quoted in a message: a few, each cut, and how many more."""
+    shown = [excerpt(n) for n in names[:MAX_NAMES_LISTED]]
+    more = len(names) - len(shown)
+    return f"{shown}" + (f" (and {more} more)" if more else "")
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,8 @@ def layout_for(
     n = len(features)
     # Without a header the id column comes first, and ids need not be numbers.
     values = cells[1:] if id_column and len(cells) == n + 1 else cells
-    if all(is_number(c) for c in values):  # no header: positional
+    if not _is_feature_names(cells, features, id_column) and all(is_number(c) for c in values):
+        # no header: positional
         width = n + (1 if id_column else 0)
         names = ([id_column] if id_column else []) + list(features)
         return Layout(list(range(width - n, width)), 0 if id_column else None, width, False, names)
@@ -66,13 +80,22 @@ def layout_for(
             missing=missing,
         )
     if id_column is not None and id_column not in position:
-        raise InvalidInput(f"line 1: header has no id column {id_column!r}", line=1)
+        raise InvalidInput(f"line 1: header has no id column {excerpt(id_column)!r}", line=1)
+    duplicates = sorted(name for name, count in Counter(cells).items() if count > 1)
+    if duplicates:
+        raise InvalidInput(
+            f"line 1: header names {names_listed(duplicates)} appear more than once; each column "
+            "needs its own name",
+            line=1,
+            duplicates=duplicates,
+        )
     extra = [c for c in cells if c not in features and c != id_column]
     if extra and not ignore_extra:
         raise InvalidInput(
-            f"line 1: unexpected columns {extra}; remove them or set ignore_extra=true",
+            f"line 1: unexpected columns {names_listed(extra)}; remove them or set "
+            "ignore_extra=true",
             line=1,
-            extra=extra,
+            extra=[excerpt(c) for c in extra[:MAX_NAMES_LISTED]],
         )
     return Layout(
         [position[f] for f in features],
@@ -81,6 +104,13 @@ def layout_for(
         True,
         cells,
     )
+
+
+def _is_feature_names(cells: Sequence[str], features: Sequence[str], id_column: str | None) -> bool:
+    """Whether `cells` name exactly the features (any order, repeats allowed: they are refused
+    later with a clear message), plus the id column when one is named."""
+    names = set(features) | ({id_column} if id_column else set())
+    return set(cells) == names or (id_column is not None and set(cells) == set(features))
 
 
 def rows_from(
@@ -107,14 +137,17 @@ def _parse_line(cells: list[str], layout: Layout) -> tuple[list[float], dict[str
     row = []
     for col in layout.feature_columns:
         cell = cells[col].strip()
-        name = layout.names[col] if col < len(layout.names) else str(col + 1)
+        name = excerpt(layout.names[col]) if col < len(layout.names) else str(col + 1)
         try:
             value = float(cell)
         except ValueError:
-            what = "empty value" if not cell else f"non-numeric value {cell[:40]!r}"
+            what = "empty value" if not cell else f"non-numeric value {excerpt(cell)!r}"
             return [], {"column": col + 1, "name": name, "msg": what}
-        if not math.isfinite(value):
-            return [], {"column": col + 1, "name": name, "msg": f"non-finite value {cell!r}"}
+        problem = value_problem(value)
+        if problem:
+            # A cell too long for float (digits past 1e308) reads as infinity: quote the cell.
+            msg = problem if math.isfinite(value) else f"non-finite value {excerpt(cell)!r}"
+            return [], {"column": col + 1, "name": name, "msg": msg}
         row.append(value)
     return row, None
 

@@ -28,16 +28,23 @@ from shared.tasks import LayoutDict, ScoreChunkKwargs
 ON_ERROR: Final = ("fail", "skip")
 PENDING_CHUNKS: Final = f"{PREFIX}:pending-chunks"
 """Outbox of chunks sent but not yet begun: member `<job id>:<index>`, score the send time."""
+RUNNING_CHUNKS: Final = f"{PREFIX}:running-chunks"
+"""Chunks begun but not yet scored: member `<job id>:<index>`, score the time they began. A chunk
+keeps its task's arguments (`msg_key`) until scored, so `worker.reaper` can send it again."""
 MAX_SKIP_REPORT: Final = 100
 """Skipped lines listed per chunk (the count is always exact)."""
 PURGE_BATCH: Final = 500
 """Keys per `DEL` when a job's chunk data is deleted."""
 
-ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing"]
+WAITING_CHUNKS: Final = f"{PREFIX}:waiting-chunks"
+"""Chunks stored and not yet scored, all jobs together: member `<job id>:<index>:<bytes>`, score
+the time their data expires; what `gateway.quotas` adds up against `max_waiting_chunk_bytes`."""
+
+ChunkOutcome = JobStatus | Literal["stored", "done", "duplicate", "missing", "exhausted"]
 """What a chunk script answers: the job's status, or one of the extra outcomes ("stored": the
 chunk was stored; "done": it was scored before; "duplicate": its result was recorded before;
-"missing": the job's record is gone)."""
-_EXTRA_OUTCOMES: Final = ("stored", "done", "duplicate", "missing")
+"missing": the job's record is gone; "exhausted": the chunk was begun `max_attempts` times)."""
+_EXTRA_OUTCOMES: Final = ("stored", "done", "duplicate", "missing", "exhausted")
 
 
 def in_key(job_id: str, index: int) -> str:
@@ -69,6 +76,11 @@ def msg_key(job_id: str, index: int) -> str:
 def pending_member(job_id: str, index: int) -> str:
     """The chunk's member in the chunk outbox, `PENDING_CHUNKS`."""
     return f"{job_id}:{index}"
+
+
+def waiting_member(job_id: str, index: int, size: int) -> str:
+    """The chunk's member in `WAITING_CHUNKS`."""
+    return f"{job_id}:{index}:{size}"
 
 
 def done_key(job_id: str) -> str:
@@ -110,8 +122,11 @@ def layout_from(value: LayoutDict) -> Layout:
     return Layout(**value)
 
 
-# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: data, ttl,
-# task arguments (JSON), outbox member, now. "stored", else the job's status (or "missing").
+# KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox, KEYS[5] done,
+# KEYS[6] waiting chunks; ARGV: data, ttl, task arguments (JSON), outbox member, now, waiting
+# member. "stored", else the job's status (or "missing"). The record and its set are renewed
+# with every key written beside them, so a job slower than the TTL keeps its record, and nothing
+# of it outlives its record.
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
@@ -121,32 +136,66 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])
+redis.call('EXPIRE', KEYS[6], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
 return 'stored'
 """
 
-# KEYS[1] job, KEYS[2] done, KEYS[3] msg:<i>, KEYS[4] the chunk outbox; ARGV: index, now,
-# outbox member. "running" to score, "done" if already scored, else the job's status ("missing"
-# when it expired). The chunk's message has arrived: it leaves the outbox.
+# The scored chunks' results are renewed with the record, so that a job slower than the TTL
+# still has the predictions of its first chunks at the end: at most every third of the TTL while
+# chunks complete (a loop over the scored chunks), and once more when the job succeeds. Key names
+# are built here: mlqueue uses one Redis, not a cluster.
+_RENEW_RESULTS = """
+local function renew_results(job, done, ttl, now, force)
+  local last = tonumber(redis.call('HGET', job, 'renewed_at') or '0')
+  if not force and tonumber(now) - last < tonumber(ttl) / 3 then
+    return
+  end
+  redis.call('HSET', job, 'renewed_at', now)
+  for _, i in ipairs(redis.call('SMEMBERS', done)) do
+    redis.call('EXPIRE', job .. ':out:' .. i, ttl)
+    redis.call('EXPIRE', job .. ':ids:' .. i, ttl)
+    redis.call('EXPIRE', job .. ':err:' .. i, ttl)
+  end
+end
+"""
+
+# KEYS[1] job, KEYS[2] done, KEYS[3] the chunk outbox, KEYS[4] running chunks; ARGV: index,
+# now, member, max attempts, ttl. "running" to score, "done" if already scored, "exhausted" once
+# begun too often, else the job's status ("missing" when it expired). The chunk's message has
+# arrived: it leaves the outbox, and is watched as running until scored.
 CHUNK_BEGIN = """
-redis.call('ZREM', KEYS[4], ARGV[3])
-redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return status or 'missing'
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return 'done'
+end
+if redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[1], 1) > tonumber(ARGV[4]) then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  return 'exhausted'
 end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
 end
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 'running'
 """
 
-# KEYS: job, done, in, out, ids, err; ARGV: index, rows, scored, skipped, predictions, ids,
-# errors, ttl, now, channel, job id. Returns the job's status after the call, or "duplicate".
-CHUNK_DONE = """
+# KEYS: job, done, in, out, ids, err, msg, running chunks, waiting chunks; ARGV: index, rows,
+# scored, skipped, predictions, ids, errors, ttl, now, channel, job id, member. Returns the
+# job's status after the call, or "duplicate".
+CHUNK_DONE = (
+    _RENEW_RESULTS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'
@@ -154,11 +203,15 @@ end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
   return 'duplicate'
 end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[8])
 if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8]) end
 if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
-redis.call('DEL', KEYS[3])
+local size = redis.call('STRLEN', KEYS[3])
+redis.call('ZREM', KEYS[9], ARGV[11] .. ':' .. ARGV[1] .. ':' .. size)
+redis.call('DEL', KEYS[3], KEYS[7])
+redis.call('ZREM', KEYS[8], ARGV[12])
 local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[2])
 local scored = redis.call('HINCRBY', KEYS[1], 'rows_scored', ARGV[3])
@@ -166,28 +219,68 @@ redis.call('HINCRBY', KEYS[1], 'rows_skipped', ARGV[4])
 local total = redis.call('HGET', KEYS[1], 'chunks_total')
 if total and tonumber(total) == done then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[9], 'n_rows', scored)
+  renew_results(KEYS[1], KEYS[2], ARGV[8], ARGV[9], true)
   redis.call('PUBLISH', ARGV[10], ARGV[11])
   return 'succeeded'
 end
+renew_results(KEYS[1], KEYS[2], ARGV[8], ARGV[9], false)
 return 'running'
 """
+)
 
-# KEYS[1] job; ARGV: chunks_total, rows_total, now, channel, job id. The job's status after.
-FINALIZE = """
+# KEYS[1] job, KEYS[2] done; ARGV: chunks_total, rows_total, now, channel, job id, ttl. The
+# job's status after.
+FINALIZE = (
+    _RENEW_RESULTS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
   return status or 'missing'
 end
 redis.call('HSET', KEYS[1], 'chunks_total', ARGV[1], 'rows_total', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
 local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
 if done == tonumber(ARGV[1]) then
   local scored = redis.call('HGET', KEYS[1], 'rows_scored') or '0'
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[3], 'n_rows', scored)
+  renew_results(KEYS[1], KEYS[2], ARGV[6], ARGV[3], true)
   redis.call('PUBLISH', ARGV[4], ARGV[5])
   return 'succeeded'
 end
+renew_results(KEYS[1], KEYS[2], ARGV[6], ARGV[3], false)
 return status
 """
+)
+
+
+# KEYS[1] waiting chunks; ARGV: job key, job id, chunks sent. Run before a job's chunk data is
+# deleted: its chunks stop counting as waiting (sizes are read from the data itself).
+FORGET_WAITING = """
+for i = 0, tonumber(ARGV[3]) - 1 do
+  local size = redis.call('STRLEN', ARGV[1] .. ':in:' .. i)
+  if size > 0 then
+    redis.call('ZREM', KEYS[1], ARGV[2] .. ':' .. i .. ':' .. size)
+  end
+end
+return 0
+"""
+
+# KEYS[1] waiting chunks; ARGV: now. The bytes of chunks stored and not yet scored (expired
+# ones are dropped first: their data is gone too).
+WAITING_BYTES = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local total = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  total = total + tonumber(string.match(member, ':(%d+)$'))
+end
+return total
+"""
+
+
+def forget_waiting_call(job_id: str, chunks_sent: int) -> ScriptCall:
+    """`FORGET_WAITING` for a job whose chunk data is about to be deleted."""
+    return ScriptCall([WAITING_CHUNKS], [job_key(job_id), job_id, chunks_sent])
 
 
 def outcome(reply: object) -> ChunkOutcome:
@@ -201,13 +294,17 @@ def store_chunk_call(
 ) -> ScriptCall:
     """`STORE_CHUNK`: a chunk's bytes, and its task's arguments (JSON) in the chunk outbox."""
     keys = [job_key(job_id), in_key(job_id, index), msg_key(job_id, index), PENDING_CHUNKS]
-    return ScriptCall(keys, [data, ttl, task_kwargs, pending_member(job_id, index), time.time()])
+    keys += [done_key(job_id), WAITING_CHUNKS]
+    member = pending_member(job_id, index)
+    waiting = waiting_member(job_id, index, len(data))
+    return ScriptCall(keys, [data, ttl, task_kwargs, member, time.time(), waiting])
 
 
-def chunk_begin_call(job_id: str, index: int) -> ScriptCall:
+def chunk_begin_call(job_id: str, index: int, *, max_attempts: int, ttl: int) -> ScriptCall:
     """`CHUNK_BEGIN`: a worker takes up chunk `index`."""
-    keys = [job_key(job_id), done_key(job_id), msg_key(job_id, index), PENDING_CHUNKS]
-    return ScriptCall(keys, [index, repr(time.time()), pending_member(job_id, index)])
+    keys = [job_key(job_id), done_key(job_id), PENDING_CHUNKS, RUNNING_CHUNKS]
+    member = pending_member(job_id, index)
+    return ScriptCall(keys, [index, repr(time.time()), member, max_attempts, ttl])
 
 
 def chunk_done_call(
@@ -230,12 +327,17 @@ def chunk_done_call(
         out_key(job_id, index),
         ids_key(job_id, index),
         err_key(job_id, index),
+        msg_key(job_id, index),
+        RUNNING_CHUNKS,
+        WAITING_CHUNKS,
     ]
     counts: list[Arg] = [index, rows, scored, rows - scored]
     args = [*counts, predictions, ids, errors, ttl, repr(time.time()), EVENTS, job_id]
+    args.append(pending_member(job_id, index))
     return ScriptCall(keys, args)
 
 
-def finalize_call(job_id: str, *, chunks: int, rows: int) -> ScriptCall:
+def finalize_call(job_id: str, *, chunks: int, rows: int, ttl: int) -> ScriptCall:
     """`FINALIZE`: the upload ended with `chunks` chunks of `rows` lines in all."""
-    return ScriptCall([job_key(job_id)], [chunks, rows, repr(time.time()), EVENTS, job_id])
+    keys = [job_key(job_id), done_key(job_id)]
+    return ScriptCall(keys, [chunks, rows, repr(time.time()), EVENTS, job_id, ttl])

@@ -2,13 +2,16 @@
 
 ServiceError
 ├── InvalidInput        bad rows, columns or values
+├── MalformedRequest    a body that cannot be parsed at all (a broken multipart form)
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
 │   └── RequestInProgress   a request with the same Idempotency-Key is still running
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
-├── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
-└── RateLimited         the caller's key is over its rate limit
+├── UploadStalled       an upload sent nothing for too long
+├── RateLimited         an API key is over one of its limits or quotas (retry after a while)
+└── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
+    └── NotReplicated   no Redis replica confirmed a write in time (Sentinel deployments)
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     """Raised when submitted rows are malformed: the message names the row and column."""
+
+
+class MalformedRequest(ServiceError):
+    """Raised when a request body cannot be parsed at all: the message says what is wrong."""
 
 
 class JobNotFound(ServiceError):
@@ -58,6 +65,31 @@ class ModelError(ServiceError):
     """Raised when a model artifact fails verification or cannot be loaded."""
 
 
+class UploadStalled(ServiceError):
+    """Raised when an upload sends no bytes for `upload_idle_timeout` seconds."""
+
+
+class RateLimited(ServiceError):
+    """Raised when an API key holds too many uploads, long polls or event streams, too many
+    stored bytes, or has spent its rate-limit tokens; `fields` are extra answer headers
+    (`RateLimit`, `RateLimit-Policy`, a precise `Retry-After`)."""
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: int = 5,
+        fields: dict[str, str] | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+        self.fields = fields or {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.fields
+
+
 class QueueUnavailable(ServiceError):
     """Raised when Redis cannot be reached or the queue refuses more work."""
 
@@ -66,14 +98,6 @@ class QueueUnavailable(ServiceError):
         self.retry_after = retry_after
 
 
-class RateLimited(ServiceError):
-    """Raised when the caller's API key has spent its tokens; `fields` are the answer's headers
-    (`Retry-After`, `RateLimit`, `RateLimit-Policy`)."""
-
-    def __init__(self, message: str, fields: dict[str, str], **details: Any) -> None:
-        super().__init__(message, **details)
-        self.fields = fields
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return self.fields
+class NotReplicated(QueueUnavailable):
+    """Raised when no Redis replica confirmed a write in time: a failover could lose it, so the
+    promise it was for (an accepted job, an acknowledged message) is not made."""

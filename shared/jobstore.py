@@ -26,6 +26,11 @@ WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of 
 # Their records keep the rows and the model until a worker starts them, so that a message lost
 # by the broker (Redis crashing between a worker's pop and its bookkeeping) can be sent again.
 PENDING: Final = f"{PREFIX}:pending"
+# Sorted set of jobs running, by the time they (last) started: what `worker.reaper` watches for
+# jobs whose outcome was never stored. Their records keep the rows and the model until they end
+# (the peak is unchanged: a queued job holds them too), so that such a job can be sent again.
+RUNNING: Final = f"{PREFIX}:running"
+TOO_MANY_ATTEMPTS: Final = "TooManyAttempts"
 
 
 def job_key(job_id: str) -> str:
@@ -39,41 +44,52 @@ def owner_index_key(owner: str) -> str:
     return f"{PREFIX}:owner:{owner or '-'}:jobs"
 
 
-# KEYS[1] job, KEYS[2] the outbox; ARGV: now, ttl, job id, then field/value pairs to set when
-# the record is missing. Returns the status the caller should act on: "running" to go on,
-# anything else to stop. A started job leaves the outbox: its message has arrived; a gateway
-# job's rows stay on the record as `input` (until FINISH records a success) for a retry.
+# KEYS[1] job, KEYS[2] the outbox, KEYS[3] running; ARGV: now, ttl, job id, max attempts,
+# channel, then field/value pairs to set when the record is missing. Returns the status the
+# caller should act on: "running" to go on, anything else to stop. A started job leaves the
+# outbox: its message has arrived. Every start counts as an attempt: past the maximum (a job
+# whose outcome could never be stored, redelivered again and again) the job fails instead.
+# A gateway job's `rows`/`spec` stay on the record: the reaper re-sends a stuck running job from
+# them, and a failed or cancelled job can be retried from them (FINISH drops them on success).
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
   status = 'queued'
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
--- The outbox's copy of the rows becomes `input`: kept until the job succeeds, for a retry.
-local rows = redis.call('HGET', KEYS[1], 'rows')
-redis.call('HDEL', KEYS[1], 'rows', 'spec')
-if rows then
-  redis.call('HSET', KEYS[1], 'input', rows)
+if status ~= 'queued' and status ~= 'running' then
+  return status
 end
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return 'running'
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1],
+    'error_type', 'TooManyAttempts', 'error', 'the job was started ' .. (attempts - 1) ..
+    ' times and its outcome never stored (a worker or Redis failed each time); giving up')
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', ARGV[5], ARGV[3])
+  return 'failed'
 end
-return status
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 'running'
 """
 
-# KEYS[1] job; ARGV: now, ttl, final status, channel ("" = the caller publishes), job id,
-# then field/value pairs. Writes only over a live job, so a duplicate cannot change a finished one.
+# KEYS[1] job, KEYS[2] running; ARGV: now, ttl, final status, channel ("" = the caller
+# publishes), job id, then field/value pairs. Writes only over a live job, so a duplicate cannot
+# change a finished one. A succeeded job needs its rows no more; a failed one keeps them for a
+# retry (the reaper reads only running jobs, the resender only queued ones).
 FINISH = """
+redis.call('ZREM', KEYS[2], ARGV[5])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
 if ARGV[3] == 'succeeded' then
-  redis.call('HDEL', KEYS[1], 'input')  -- only failed or cancelled jobs can be retried
+  redis.call('HDEL', KEYS[1], 'rows', 'spec')  -- only failed or cancelled jobs can be retried
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then
@@ -86,6 +102,7 @@ return ARGV[3]
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
+  -- The rows stay (until the record expires) so that the job can be retried.
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
@@ -93,7 +110,7 @@ return status
 """
 
 
-def start_call(job_id: str, *, model: str, n_rows: int, ttl: int) -> ScriptCall:
+def start_call(job_id: str, *, model: str, n_rows: int, ttl: int, max_attempts: int) -> ScriptCall:
     """`START` for one job; the fields make a record for a task nobody submitted through the
     gateway (a direct enqueuer's)."""
     now = repr(time.time())
@@ -105,7 +122,8 @@ def start_call(job_id: str, *, model: str, n_rows: int, ttl: int) -> ScriptCall:
         "created_at": now,
         "owner": "",
     }
-    return ScriptCall([job_key(job_id), PENDING], [now, str(ttl), job_id, *_flatten(fresh)])
+    args: list[Arg] = [now, str(ttl), job_id, max_attempts, EVENTS, *_flatten(fresh)]
+    return ScriptCall([job_key(job_id), PENDING, RUNNING], args)
 
 
 def success_call(
@@ -143,9 +161,9 @@ def status_of(reply: object) -> JobStatus:
 
 
 def input_rows(fields: Mapping[str, Any]) -> list[list[float]] | None:
-    """A JSON job's rows as kept on its record (`rows` before it started, `input` after); None
-    once it succeeded or for jobs that never had any (CSV, direct tasks)."""
-    raw = fields.get("input") or fields.get("rows")
+    """A JSON job's rows as kept on its record (`rows`, until it succeeds); None once it
+    succeeded or for jobs that never had any (CSV, direct tasks)."""
+    raw = fields.get("rows")
     return orjson.loads(raw) if raw else None
 
 
@@ -158,7 +176,7 @@ def _finish(
     job_id: str, status: JobStatus, fields: dict[str, str | bytes], ttl: int, publish: bool
 ) -> ScriptCall:
     args: list[Arg] = [repr(time.time()), str(ttl), status.value, EVENTS if publish else ""]
-    return ScriptCall([job_key(job_id)], [*args, job_id, *_flatten(fields)])
+    return ScriptCall([job_key(job_id), RUNNING], [*args, job_id, *_flatten(fields)])
 
 
 VIEW_FIELDS: Final = (

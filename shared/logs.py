@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from shared import tracing
+
 # Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # uvicorn's ANSI-coloured copy of its message: noise in a JSON line.
@@ -61,6 +63,8 @@ class JsonFormatter(logging.Formatter):
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             line.update(zip(_ACCESS_FIELDS, record.args, strict=False))
         line.update((k, v) for k, v in vars(record).items() if k not in _DROPPED)
+        if tracing.ON and (ids := tracing.log_ids(line.get("job_id"))):
+            line["trace_id"], line["span_id"] = ids
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()

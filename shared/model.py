@@ -41,3 +41,9 @@ class Model(Protocol):
     def load(cls, path: Path) -> Self:
         """Read a model written by `save` (verify the file first: loading may run code)."""
         ...
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """A model from the bytes of a file written by `save`: the serving path hashes these
+        bytes and loads them, so the file is never read twice (verify first: may run code)."""
+        ...

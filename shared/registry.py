@@ -3,22 +3,29 @@
 Versions are positive integers; a name alone means its newest version, "name:version" one version,
 and "default" the settings' default model. Reading manifests needs no ML library, so the gateway
 uses this module too.
+
+A manifest is trusted for its metadata only: the artifact is a bare file name inside the version's
+own folder, the manifest's name and version must be the folders', and the artifact is read once
+into memory, hashed, and loaded from those same bytes (nothing can swap the file in between).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
 from shared.errors import ModelError, ModelNotFound
 from shared.schemas import ModelInfo
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A leading dot is refused: ".." would leave the registry, and dot-folders are hidden by intent.
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
 class Registry:
@@ -36,15 +43,21 @@ class Registry:
         """Model names that have at least one version."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if self._versions(p.name))
+        return sorted(
+            p.name for p in self.root.iterdir() if _NAME.match(p.name) and self._versions(p.name)
+        )
 
     def all_versions(self) -> list[ModelInfo]:
-        """Every version of every model, newest version first within each name."""
-        return [
-            self._manifest(name, str(v))
-            for name in self.names()
-            for v in reversed(self._versions(name))
-        ]
+        """Every usable version of every model, newest version first within each name (a
+        version whose manifest is refused is left out and logged, not an error for the list)."""
+        found = []
+        for name in self.names():
+            for v in reversed(self._versions(name)):
+                try:
+                    found.append(self._manifest(name, str(v)))
+                except ModelError as exc:
+                    log.warning("model version skipped: %s", exc.message)
+        return found
 
     def resolve(self, spec: str) -> ModelInfo:
         """The manifest that `spec` ("default", "name" or "name:version") stands for."""
@@ -68,19 +81,21 @@ class Registry:
             raise ModelNotFound(f"unknown model {spec!r} (available: {known})", model=spec)
         return self._manifest(name, str(int(version) if version else versions[-1]))
 
-    def artifact(self, info: ModelInfo) -> Path:
-        """The verified path of a version's artifact: its sha256 must match the manifest."""
+    def read_artifact(self, info: ModelInfo) -> bytes:
+        """The bytes of a version's artifact, verified: their sha256 must match the manifest.
+        Load the model from these very bytes, never by reopening the file."""
         path = self.root / info.name / info.version / info.artifact
         try:
-            digest = sha256_file(path)
+            data = path.read_bytes()
         except OSError as exc:
             raise ModelError(f"model {info.name}:{info.version}: cannot read {path.name}") from exc
+        digest = hashlib.sha256(data).hexdigest()
         if digest != info.sha256:
             raise ModelError(
                 f"model {info.name}:{info.version}: artifact sha256 {digest[:12]}... does not "
                 f"match the manifest's {info.sha256[:12]}...; refusing to load it"
             )
-        return path
+        return data
 
     def next_version(self, name: str) -> str:
         """The version number a newly trained model of `name` gets."""
@@ -98,9 +113,31 @@ class Registry:
     def _manifest(self, name: str, version: str) -> ModelInfo:
         path = self.root / name / version / MANIFEST
         try:
-            return ModelInfo.model_validate_json(path.read_bytes())
+            info = ModelInfo.model_validate_json(path.read_bytes())
         except (OSError, ValidationError) as exc:
             raise ModelError(f"model {name}:{version}: unreadable manifest") from exc
+        if (info.name, info.version) != (name, version):
+            raise ModelError(
+                f"model {name}:{version}: its manifest says {info.name!r} version "
+                f"{info.version!r}; name and version must be the folders'"
+            )
+        if not _is_bare_file_name(info.artifact):
+            raise ModelError(
+                f"model {name}:{version}: the manifest's artifact must be a file name in the "
+                "version's folder (no path, no leading dot)"
+            )
+        return info
+
+
+def _is_bare_file_name(name: str) -> bool:
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and PurePosixPath(name).name == name
+    )
 
 
 def sha256_file(path: Path) -> str:

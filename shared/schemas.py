@@ -6,13 +6,41 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
+from shared.features import FLOAT32_MAX, value_problem
 from shared.tasks import Priority
 
-# A feature value: a JSON number, finite. Strict so that `true` or `"1.5"` is refused, not coerced.
-Feature = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
+
+def _feature(value: float) -> float:
+    problem = value_problem(value)
+    if problem:
+        raise PydanticCustomError("feature_value", problem)
+    return value
+
+
+# A feature value: a JSON number, finite and within float32's range (see `shared.features`).
+# Strict so that `true` or `"1.5"` is refused, not coerced.
+Feature = Annotated[
+    StrictFloat | StrictInt,
+    AfterValidator(_feature),
+    WithJsonSchema({"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}),
+]
 Row = list[Feature]
+
+# A model spec: "name" or "name:version". No leading dot: ".." must never reach a path (the
+# registry refuses it as well).
+MODEL_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$"
 
 CallbackUrl = Annotated[
     str | None,
@@ -21,12 +49,13 @@ CallbackUrl = Annotated[
         description="http(s) URL POSTed once the job has finished (signed: Mlqueue-Signature).",
     ),
 ]
+
 ModelSpec = Annotated[
     str,
     Field(
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
+        pattern=MODEL_PATTERN,
         description='A model name, "name:version", or "default".',
     ),
 ]
@@ -229,4 +258,9 @@ class CsvErrors(BaseModel):
     job_id: str
     status: JobStatus
     rows_skipped: int
-    errors: list[LineError] = Field(description="In file order; the first 1000 at most.")
+    errors: list[LineError] = Field(
+        description="In file order: one page (at most `limit` lines and about 192 KiB)."
+    )
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page."
+    )

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -63,8 +71,33 @@ class Settings(BaseSettings):
     """Seconds before a running prediction is asked to stop (it then fails cleanly)."""
     task_time_limit: int = Field(10, ge=1)
     """Seconds before a running prediction's process is killed."""
+    max_attempts: int = Field(3, ge=1)
+    """Times a job (or a CSV chunk) is started before it fails with `TooManyAttempts`: a worker
+    or Redis that fails while storing its outcome gets it redelivered or re-sent (see
+    reliability), but never endlessly."""
     result_ttl: int = Field(86_400, ge=60)
     """Seconds that job records, results and Celery results are kept (explicit TTL everywhere)."""
+
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    """Redis Sentinel addresses, comma-separated `host:port`. Set: every client (job store, pub/sub,
+    Celery broker and result backend) asks these sentinels for the current master and follows a
+    failover without a restart; `redis_url` then only gives the password, database and scheme
+    (`rediss://` for TLS) of the master, its host and port are ignored. Empty: one Redis."""
+    redis_master_name: str = "mymaster"
+    """The name the sentinels monitor the master under (`sentinel monitor NAME ...`)."""
+    redis_sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves (`requirepass` in sentinel.conf), if they have one;
+    the master's password stays in `redis_url`."""
+    redis_sentinel_tls: bool = False
+    """Speak TLS to the sentinels too (with the CA and verification of `redis_url`'s
+    `ssl_ca_certs` / `ssl_cert_reqs` parameters)."""
+    replica_wait: bool = True
+    """With sentinels: accept a job (202, or a `/predict` answer), count a CSV chunk as received
+    and acknowledge a worker's message only once its writes are on at least one replica
+    (`WAIT 1`), so that a failover cannot lose them. Off only to measure what it prevents."""
+    replica_wait_timeout: float = Field(1.0, gt=0)
+    """Seconds to wait for a replica's confirmation; past it the job is refused with a 503
+    (and its record removed) or the worker's message is handed back. Below `redis_timeout`."""
 
     local_redis_port: int = Field(6379, ge=1, le=65535)
     """Port of the Redis that `make run` starts when `redis_url` is unset (if taken, a free one)."""
@@ -123,6 +156,9 @@ class Settings(BaseSettings):
     csv_max_pending_chunks: int = Field(16, ge=1)
     """Chunks of one upload stored but not yet scored before the gateway stops reading the upload
     until workers catch up; bounds the Redis memory a big file takes and lets other jobs in."""
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may send nothing before it is abandoned: the client gets a 408, the job
+    fails (`UploadStalled`) and its stored chunks are deleted, so a silent client holds no slot."""
 
     # --- Observability ------------------------------------------------------------------
     metrics_dir: Path | None = None
@@ -138,10 +174,26 @@ class Settings(BaseSettings):
     """SHA-256 hex digests of the accepted API keys (`python -m gateway.keys` makes a pair).
     Empty: no authentication (local use). Set: every `/v1` route and `/predict*` need
     `Authorization: Bearer <key>`. From the environment either a JSON list or comma-separated."""
+    admin_keys: Annotated[list[str], NoDecode] = []
+    """SHA-256 hex digests of admin API keys (same format as `api_keys`; they need not be listed
+    there too). An admin key is also accepted everywhere and sees ownerless jobs: those enqueued
+    directly through Celery or created before keys were turned on, which other keys cannot see."""
     metrics_public: bool = False
     """Whether `/metrics` is served without an API key when keys are configured."""
     max_queue_depth: int = Field(10_000, ge=1)
     """Messages waiting in the queue above which new jobs get 503 with `Retry-After`."""
+    max_uploads_per_key: int = Field(4, ge=1)
+    """CSV uploads one API key may have in progress at once; one more is a 429 with
+    `Retry-After`. Each upload may hold `csv_max_pending_chunks` chunks in Redis."""
+    max_long_polls_per_key: int = Field(64, ge=1)
+    """Requests one API key may have waiting at once (`?wait=` long polls and the synchronous
+    `/predict` façade); one more is a 429, so that one key cannot take every connection."""
+    max_stored_bytes_per_key: int = Field(2 * 1024**3, ge=1024)
+    """Result bytes one API key may have stored over `result_ttl` (24 bytes per prediction,
+    counted when its job is accepted); past it new jobs are a 429 until old ones expire."""
+    max_waiting_chunk_bytes: int = Field(1024**3, ge=1024)
+    """Bytes of CSV chunks stored in Redis and not yet scored, all keys together; past it an
+    upload (new, or one going on) is a 503 with `Retry-After` so that Redis keeps room."""
 
     # --- Job API (issue 14) ---------------------------------------------------------------
     idempotency_ttl: int = Field(86_400, ge=60)
@@ -199,22 +251,40 @@ class Settings(BaseSettings):
             return [str(v).strip().lower() for v in value if str(v).strip()]
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
-    def _parse_api_keys(cls, value: object) -> object:
+    def _parse_digests(cls, value: object, info: ValidationInfo) -> object:
+        name = str(info.field_name)
         if isinstance(value, str):
+            if value == "":  # set but empty (`MLQUEUE_API_KEYS=` in an env file): off
+                return []
             text = value.strip()
-            value = orjson.loads(text) if text.startswith("[") else text.split(",")
-        if isinstance(value, list):
-            digests = [str(v).strip().lower() for v in value if str(v).strip()]
-            bad = [d for d in digests if not _SHA256_HEX.match(d)]
-            if bad:
-                # Say which entry is wrong without echoing it: it may be a key pasted by mistake.
+            try:
+                value = orjson.loads(text) if text.startswith("[") else text.split(",")
+            except orjson.JSONDecodeError:
+                raise ValueError(f"{name} is not a JSON list (nor comma-separated)") from None
+            digests = _digests(name, value)
+            if not digests:
+                # A value meant to hold keys ("," or '[""]') must not silently turn auth off.
                 raise ValueError(
-                    f"api_keys must be SHA-256 hex digests (64 hex digits); entry "
-                    f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
+                    f"{name} is set but holds no SHA-256 digest; unset it (or set it empty) "
+                    "to turn authentication off, or hash a key with `python -m gateway.keys`"
                 )
             return digests
+        if isinstance(value, list):
+            return _digests(name, value)
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for i, address in enumerate(value):
+                host, _, port = str(address).rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"redis_sentinels entry {i} ({address!r}) is not host:port")
         return value
 
     @model_validator(mode="after")
@@ -236,10 +306,36 @@ class Settings(BaseSettings):
             rows_burst=self.rate_limit_rows_burst,
         )
 
+    @model_validator(mode="after")
+    def _replica_wait_fits_the_redis_timeout(self) -> Settings:
+        # WAIT blocks its connection: a socket timeout first would hide why the job was refused.
+        waits = bool(self.redis_sentinels) and self.replica_wait
+        if waits and self.replica_wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                f"need replica_wait_timeout < redis_timeout, got "
+                f"{self.replica_wait_timeout} and {self.redis_timeout}"
+            )
+        return self
+
     @property
     def backend_url(self) -> str:
         """The result backend URL (the broker's unless set)."""
         return (self.result_backend_url or self.redis_url).get_secret_value()
+
+
+def _digests(name: str, value: object) -> list[str]:
+    """The entries of `value` as lower-case digests (blank entries dropped); `ValueError` naming
+    the first entry that is not one, without echoing it (it may be a key pasted by mistake)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of SHA-256 hex digests")
+    digests = [str(v).strip().lower() for v in value if str(v).strip()]
+    bad = [d for d in digests if not _SHA256_HEX.match(d)]
+    if bad:
+        raise ValueError(
+            f"{name} must be SHA-256 hex digests (64 hex digits); entry "
+            f"{digests.index(bad[0])} is not (hash a key with `python -m gateway.keys`)"
+        )
+    return digests
 
 
 @lru_cache

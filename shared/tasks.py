@@ -17,6 +17,10 @@ priority by the queue it sends to (`queue_for("high")`), and a message sent with
     kwargs: `ScoreChunkKwargs` (built by `shared.csvjobs.task_kwargs`); the chunk's bytes
     travel by reference, in Redis.
 
+Traces (`shared.tracing`, when on): a caller's W3C context in the message headers is continued;
+the gateway's own messages also carry each job's context in their kwargs (`trace`), so that it
+survives a micro-batch (many jobs, one message) and a message sent again without headers.
+
 The `TypedDict`s below are the messages' kwargs: the gateway that builds them and the worker
 that reads them share these definitions, and a service that enqueues `mlqueue.predict` directly
 can import `PredictKwargs` (this module needs nothing beyond the standard library). They are
@@ -58,6 +62,7 @@ class BatchJob(TypedDict):
 
     id: str
     rows: list[list[float]]
+    trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)
 
 
 class PredictBatchKwargs(TypedDict):
@@ -87,3 +92,4 @@ class ScoreChunkKwargs(TypedDict):
     model: str  # "name:version", resolved by the gateway
     layout: LayoutDict
     on_error: str  # "fail" or "skip" (`shared.csvjobs.ON_ERROR`)
+    trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)

@@ -7,14 +7,16 @@ from typing import Any
 
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
-from redis import Redis
 
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
+from shared.redis_clients import sync_redis
+from shared.replication import ReplicaWait
 from shared.settings import get_settings
-from worker import job_events, kombu_patch, metrics, runtime
+from worker import failover, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
+from worker.reaper import Reaper
 from worker.resender import Resender
 from worker.webhooks import WebhookSweep
 
@@ -50,7 +52,7 @@ def _init_process(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any, **_: Any) -> None:
     global _heartbeat
-    redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    redis = sync_redis(settings, socket_timeout=5)
     resender = Resender(
         redis,
         _resend,
@@ -59,9 +61,26 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
         interval=settings.heartbeat_interval,
     )
+    reaper = Reaper(
+        redis,
+        _resend,
+        # Past this, nothing can still be running a job begun before, nor redeliver it.
+        stuck_after=settings.task_time_limit
+        + settings.visibility_timeout
+        + 2 * (settings.unacked_restore_interval + settings.heartbeat_interval),
+        max_attempts=settings.max_attempts,
+        ttl=settings.result_ttl,
+        interval=settings.heartbeat_interval,
+    )
+    takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval)
     deliveries = WebhookSweep(redis, _resend, settings.heartbeat_interval)
-    sweeps = [resender.sweep, deliveries.sweep]
-    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, sweeps)
+    chores = [
+        lambda: resender.sweep(before=takeover.died_before()),
+        takeover.sweep,
+        reaper.sweep,
+        deliveries.sweep,
+    ]
+    _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)
 
@@ -96,8 +115,10 @@ def _record_hard_time_limit(
     if not isinstance(exception, TimeLimitExceeded):
         return
     if _recorder is None:
-        redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        _recorder = JobRecorder(redis, settings.result_ttl)
+        redis = sync_redis(settings, socket_timeout=5)
+        _recorder = JobRecorder(
+            redis, settings.result_ttl, settings.max_attempts, ReplicaWait.of(settings)
+        )
     kwargs = kwargs or {}
     jobs = kwargs.get("jobs")  # a batch message of JSON jobs
     if isinstance(jobs, list):

@@ -14,10 +14,11 @@ from typing import Unpack
 import numpy as np
 import orjson
 
-from shared import csvjobs
+from shared import csvjobs, tracing
 from shared.csvformat import MAX_REPORTED, describe
 from shared.csvjobs import ChunkOutcome
 from shared.errors import InvalidInput
+from shared.jobstore import TOO_MANY_ATTEMPTS
 from shared.tasks import ScoreChunkKwargs
 from worker import metrics, observe
 from worker.chunk_store import ChunkRecorder
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
     """Score chunk `index` of job `job_id`, as `message` (`shared.tasks`) says."""
     job_id, index = message["job_id"], message["index"]
-    chunks = ChunkRecorder(rt.jobs.redis, rt.settings.result_ttl)
+    chunks = ChunkRecorder(
+        rt.jobs.redis, rt.settings.result_ttl, rt.settings.max_attempts, rt.jobs.wait
+    )
     data, status = _claim(chunks, job_id, index)
     if data is None:
         return status
@@ -56,6 +59,13 @@ def score_chunk(rt: Runtime, **message: Unpack[ScoreChunkKwargs]) -> str:
 def _claim(chunks: ChunkRecorder, job_id: str, index: int) -> tuple[bytes | None, str]:
     """The chunk's data once begun, or None and the status that says why it is not scored."""
     status = chunks.begin(job_id, index)
+    if status == "exhausted":  # its result could never be stored: stop redelivering it
+        message = (
+            f"chunk {index} was started {chunks.max_attempts} times and its result never stored "
+            "(a worker or Redis failed each time); giving up"
+        )
+        chunks.fail(job_id, TOO_MANY_ATTEMPTS, message, [])
+        return None, "failed"
     data = chunks.data(job_id, index) if status == "running" else None
     if data is None:
         if status == "running":
@@ -94,7 +104,13 @@ def _score(
     if parsed.errors and message["on_error"] != "skip":
         raise InvalidInput(describe(parsed.errors), errors=parsed.errors[:MAX_REPORTED])
     predict_started = time.perf_counter()
-    predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)
+    attributes: tracing.Attributes = {
+        tracing.MODEL: info.name,
+        tracing.VERSION: info.version,
+        tracing.ROWS: rows,
+    }
+    with tracing.span("mlqueue.predict", {**attributes, tracing.CHUNK: index}):
+        predictions = loaded.predict(parsed.X) if len(parsed.X) else np.empty(0)
     seconds = time.perf_counter() - predict_started
     metrics.observe_predict(info.name, info.version, len(parsed.X), seconds)
     if len(predictions) != len(parsed.X):
@@ -102,4 +118,5 @@ def _score(
     raw = np.asarray(predictions, dtype="<f8").tobytes()
     ids = orjson.dumps(parsed.ids) if parsed.ids is not None else b""
     report = parsed.errors[: csvjobs.MAX_SKIP_REPORT]
-    return chunks.done(job_id, index, rows, raw, ids, orjson.dumps(report) if report else b"")
+    with tracing.span("mlqueue.store", {tracing.JOB_ID: job_id, tracing.CHUNK: index}):
+        return chunks.done(job_id, index, rows, raw, ids, orjson.dumps(report) if report else b"")

@@ -3,8 +3,9 @@
 The fast path takes chunks without quotes and trusts pandas only when its answer is provably
 whole: as many rows as the gateway counted, every line with exactly `width - 1` commas (pandas
 itself refuses a line with too many fields, so the comma total catches one with too few) and every
-feature finite. Anything else (a bad value, a quote, pandas refusing) goes to the exact parser,
-which walks the records in Python and names the line and column of each error.
+feature finite and within float32's range. Anything else (a bad value, a quote, pandas refusing)
+goes to the exact parser, which walks the records in Python and names the line and column of
+each error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from shared.chunks import BLANK, iter_records
 from shared.csvformat import Layout, rows_from
+from shared.features import FLOAT32_MAX
 
 Matrix = npt.NDArray[np.float64]
 
@@ -60,7 +62,7 @@ def parse_fast(data: bytes, layout: Layout, rows: int) -> Parsed | None:
     if len(frame) != rows or data.count(b",") != (layout.width - 1) * rows:
         return None
     X = frame[layout.feature_columns].to_numpy(dtype=np.float64)
-    if not np.isfinite(X).all():
+    if not (np.abs(X) <= FLOAT32_MAX).all():  # NaN compares false too
         return None
     ids = None if layout.id_column is None else frame[layout.id_column].astype(str).tolist()
     return Parsed(X, ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Unpack
 
 from shared.tasks import SCORE_CHUNK, ScoreChunkKwargs
+from worker import traces
 from worker.celery_app import app
 from worker.csv_chunks import score_chunk
 from worker.requeue import requeue_if_redis_is_away
@@ -17,5 +18,5 @@ from worker.runtime import runtime
 @app.task(name=SCORE_CHUNK, ignore_result=True)
 def score(**message: Unpack[ScoreChunkKwargs]) -> str:
     """Score one stored chunk of a CSV job (see `shared.tasks`)."""
-    with requeue_if_redis_is_away():
+    with requeue_if_redis_is_away(), traces.chunk(message):
         return score_chunk(runtime(), **message)

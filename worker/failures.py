@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from celery.exceptions import SoftTimeLimitExceeded
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from shared.errors import ServiceError
+from shared.replication import redis_is_away
 
 TIME_LIMIT = "TimeLimitExceeded"
 
@@ -37,10 +37,27 @@ class JobFailure:
         return self.type, self.message
 
 
+def hand_back(exc: BaseException) -> bool:
+    """Whether the task must hand its message back rather than fail its job: Redis is away
+    (`shared.replication.redis_is_away`), or the soft time limit struck while the task was
+    waiting for Redis to come back (a failover outlasting its retries), not while it worked."""
+    if _store_failed(exc):
+        return True
+    waited = exc.__context__
+    return isinstance(exc, SoftTimeLimitExceeded) and waited is not None and _store_failed(waited)
+
+
+def _store_failed(exc: BaseException) -> bool:
+    # Any Redis error (OOM under noeviction, READONLY after a failover, ...) is the store's
+    # fault, not the job's; `redis_is_away` adds what a Sentinel failover looks like.
+    return isinstance(exc, RedisError) or redis_is_away(exc)
+
+
 def classify(exc: BaseException, *, context: str = "") -> JobFailure:
     """The failure `exc` means for a job; `context` names the work that ran out of time."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        # The job store went away, not the job: `worker.requeue` hands the message back.
+    if hand_back(exc):
+        # The job store failed (gone, out of memory, read-only, cannot replicate), not the job:
+        # `worker.requeue` hands the message back.
         return JobFailure(type(exc).__name__, str(exc), retryable=True)
     if isinstance(exc, ServiceError):
         return JobFailure(type(exc).__name__, exc.message)

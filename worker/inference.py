@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from shared.errors import InvalidInput
+from shared.features import value_problem
 from shared.model import Model
 
 Matrix = npt.NDArray[np.float64]
@@ -37,11 +37,9 @@ def _row_problem(row: Any, n_features: int) -> str | None:
     if len(row) != n_features:
         return f"expected {n_features} features, got {len(row)}"
     for j, value in enumerate(row):
-        # bool is an int subclass, and a string would be silently parsed by numpy: refuse both.
-        if type(value) not in (float, int):
-            return f"column {j}: expected a number, got {type(value).__name__}"
-        if not math.isfinite(value):
-            return f"column {j}: value {value!r} is not finite"
+        problem = value_problem(value)
+        if problem:
+            return f"column {j}: {problem}"
     return None
 
 

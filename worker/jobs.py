@@ -9,28 +9,34 @@ from redis import Redis
 
 from shared import jobstore
 from shared.redisio import ScriptCall, text
+from shared.replication import ReplicaWait, run_script
 from shared.schemas import JobStatus
 
 
 class JobRecorder:
     """Moves job records to running and to their final state."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(
+        self, redis: Redis, ttl: int, max_attempts: int, wait: ReplicaWait | None = None
+    ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.max_attempts = max_attempts
+        # Sentinel: an outcome counts as stored (and its message may be acked) once replicated.
+        self.wait = wait
         self._start = redis.register_script(jobstore.START)
         self._finish = redis.register_script(jobstore.FINISH)
 
     def start(self, job_id: str, model: str, n_rows: int) -> JobStatus:
         """Mark the job running (recording a direct task first); returns the status to act on."""
-        call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+        call = self._start_call(job_id, model, n_rows)
         return jobstore.status_of(self._start(keys=call.keys, args=call.args))
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
         """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, n_rows in jobs:
-                call = jobstore.start_call(job_id, model=model, n_rows=n_rows, ttl=self.ttl)
+                call = self._start_call(job_id, model, n_rows)
                 self._start(keys=call.keys, args=call.args, client=pipe)
             return [jobstore.status_of(s) for s in pipe.execute()]
 
@@ -52,7 +58,8 @@ class JobRecorder:
         succeeded: Mapping[str, list[float]],
         failed: Mapping[str, tuple[str, str]],
     ) -> None:
-        """Store predictions and (error type, message) pairs in one trip, then wake waiters."""
+        """Store predictions and (error type, message) pairs in one trip, then wake waiters;
+        `NotReplicated` (the message is handed back) if no replica confirmed them in time."""
         if not succeeded and not failed:
             return
         calls = [
@@ -70,8 +77,13 @@ class JobRecorder:
         with self.redis.pipeline(transaction=False) as pipe:
             for call in calls:
                 self._finish(keys=call.keys, args=call.args, client=pipe)
+            if self.wait is not None:
+                self.wait.queue(pipe)
+            # Waiters wake after the WAIT: what they read is then on a replica too.
             pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
-            pipe.execute()
+            replies = pipe.execute()
+        if self.wait is not None:
+            self.wait.check(replies[-2], f"results of {len(calls)} job(s)")
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""
@@ -84,5 +96,11 @@ class JobRecorder:
             text(error) if error else None,
         )
 
+    def _start_call(self, job_id: str, model: str, n_rows: int) -> ScriptCall:
+        return jobstore.start_call(
+            job_id, model=model, n_rows=n_rows, ttl=self.ttl, max_attempts=self.max_attempts
+        )
+
     def _run(self, call: ScriptCall) -> JobStatus:
-        return jobstore.status_of(self._finish(keys=call.keys, args=call.args))
+        reply = run_script(self.redis, self.wait, self._finish, call, f"job {call.keys[0]}")
+        return jobstore.status_of(reply)

@@ -1,6 +1,6 @@
-"""A workaround for a kombu Redis-transport crash when Redis dies under a worker.
+"""Workarounds for kombu Redis-transport crashes when Redis dies (or fails over) under a worker.
 
-On a lost broker connection Celery closes the old channel; kombu then still uses that channel to
+1. On a lost broker connection Celery closes the old channel; kombu then still uses that channel to
 hand its unacknowledged messages back (`QoS.restore_unacked`) or to requeue a rejected message
 (`QoS.reject`). Its connection is gone by then, so kombu's `Channel._connparams` raises
 `AttributeError: 'NoneType' object has no attribute 'hostname'` (or `... 'client'`), which Celery
@@ -12,6 +12,11 @@ The patch turns "this channel's connection is gone" into a Redis `ConnectionErro
 of the transport's connection errors that kombu and Celery already handle at those call sites
 (log, then reconnect). The messages stay in Redis's `unacked` hash, and a worker restores them
 once the visibility timeout has passed.
+
+2. With Sentinel, a master that refuses writes for want of a replica (NOREPLICAS, right after
+a failover) makes kombu's requeue or restore fail with an error Celery deems unrecoverable: the
+worker stops. Its Sentinel channels use `shared.redis_clients.MasterConnection`, on which that
+reply is a lost connection, so kombu reconnects through the sentinels instead.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from shared.redis_clients import MasterConnection, MasterSSLConnection
 
 
 def closed_channel_is_a_connection_error(connparams: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,7 +46,9 @@ def closed_channel_is_a_connection_error(connparams: Callable[..., Any]) -> Call
 
 
 def apply() -> None:
-    """Install the workaround (idempotent)."""
+    """Install the workarounds (idempotent)."""
+    kombu_redis.SentinelChannel.connection_class = MasterConnection
+    kombu_redis.SentinelChannel.connection_class_ssl = MasterSSLConnection  # type: ignore[assignment]
     channel = kombu_redis.Channel
     if not getattr(channel._connparams, "patched", False):
         channel._connparams = closed_channel_is_a_connection_error(channel._connparams)  # type: ignore[method-assign]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from shared import tracing
 from shared.model import Model
 from shared.registry import Registry
 from shared.schemas import ModelInfo
@@ -14,13 +14,13 @@ from worker import metrics
 from worker.sklearn_model import SklearnModel
 
 log = logging.getLogger(__name__)
-Loader = Callable[[Path], Model]
+Loader = Callable[[bytes], Model]
 
 
 class ModelCache:
     """Resolves model names to loaded models, loading each version on first use only."""
 
-    def __init__(self, registry: Registry, loader: Loader = SklearnModel.load) -> None:
+    def __init__(self, registry: Registry, loader: Loader = SklearnModel.from_bytes) -> None:
         self.registry = registry
         self._loader = loader
         self._models: dict[tuple[str, str], Model] = {}
@@ -35,9 +35,13 @@ class ModelCache:
         return info, model
 
     def _load(self, info: ModelInfo) -> Model:
-        path = self.registry.artifact(info)  # raises ModelError unless the sha256 matches
+        # Raises ModelError unless the sha256 matches; the model is loaded from the very bytes
+        # that were hashed, so swapping the file after the check changes nothing.
+        data = self.registry.read_artifact(info)
         started = time.perf_counter()
-        model = self._loader(path)
+        attributes = {tracing.MODEL: info.name, tracing.VERSION: info.version}
+        with tracing.span("mlqueue.model_load", attributes):
+            model = self._loader(data)
         seconds = time.perf_counter() - started
         metrics.observe_model_load(info.name, info.version, seconds)
         log.info(

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
+from shared import tracing
 from shared.errors import InvalidInput, JobConflict, ServiceError
 from shared.model import Model
+from shared.schemas import ModelInfo
 from shared.tasks import BatchJob
 from worker import metrics, observe
 from worker.failures import classify, reraise
@@ -31,7 +33,8 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
     try:
         info, loaded = rt.models.get(model)
         predict_started = time.perf_counter()
-        predictions = predict_rows(loaded, rows)
+        with tracing.span("mlqueue.predict", _attributes(info, n_rows, {tracing.JOB_ID: job_id})):
+            predictions = predict_rows(loaded, rows)
         seconds = time.perf_counter() - predict_started
         metrics.observe_predict(info.name, info.version, n_rows, seconds)
     except Exception as exc:
@@ -39,7 +42,8 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         if not failure.retryable:
             rt.jobs.fail(job_id, *failure.stored)
         reraise(exc, failure)
-    rt.jobs.succeed(job_id, info.version, predictions)
+    with tracing.span("mlqueue.store", {tracing.JOB_ID: job_id}):
+        rt.jobs.succeed(job_id, info.version, predictions)
     # "job started" and "job succeeded"/"job failed" are logged by worker.job_events.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
@@ -65,7 +69,8 @@ def run_batch(rt: Runtime, jobs: list[BatchJob], model: str) -> dict[str, int]:
     observe.batch_started(live, model, dict(sizes))
     failed: Failures = {}
     version, succeeded = _predict_batch(rt, live, model, failed)
-    rt.jobs.finish_many(version, succeeded, failed)
+    with tracing.span("mlqueue.store", {tracing.JOBS: len(succeeded) + len(failed)}):
+        rt.jobs.finish_many(version, succeeded, failed)
     observe.batch_ended(
         model, version, dict(sizes), succeeded, failed, time.perf_counter() - started
     )
@@ -88,9 +93,10 @@ def _predict_batch(
         version = info.version
         matrices = _matrices(live, loaded.n_features, failed)
         predict_started = time.perf_counter()
-        succeeded = _predict_together(loaded, matrices, failed)
+        n_rows = sum(len(m) for m in matrices.values())
+        with tracing.span("mlqueue.predict", _attributes(info, n_rows, {tracing.JOBS: len(live)})):
+            succeeded = _predict_together(loaded, matrices, failed)
         if matrices:
-            n_rows = sum(len(m) for m in matrices.values())
             seconds = time.perf_counter() - predict_started
             metrics.observe_predict(info.name, version, n_rows, seconds)
     except (ServiceError, SoftTimeLimitExceeded) as exc:
@@ -148,3 +154,7 @@ def _predict_alone(
         except Exception as exc:
             failed[job_id] = classify(exc).stored
     return succeeded
+
+
+def _attributes(info: ModelInfo, n_rows: int, more: tracing.Attributes) -> tracing.Attributes:
+    return {tracing.MODEL: info.name, tracing.VERSION: info.version, tracing.ROWS: n_rows, **more}

@@ -52,14 +52,18 @@ class Resender:
         self.grace = grace  # longer than any message can legitimately be unacknowledged
         self.interval = interval
 
-    def sweep(self) -> int:
-        """Re-send lost messages; returns how many jobs and chunks were sent again."""
+    def sweep(self, before: float | None = None) -> int:
+        """Re-send lost messages; returns how many jobs and chunks were sent again.
+
+        `before`: a worker node died then (`worker.failover`), so what was sent before it and is
+        neither queued nor started may have died with it: it counts as lost without the grace.
+        """
         lock_seconds = max(1, round(self.interval))
         if not self.redis.set(LOCK, "1", nx=True, ex=lock_seconds):
             return 0  # another worker swept just now
         if any(self.redis.llen(queue) for queue in QUEUES):
             return 0  # what is pending may just be waiting behind these messages
-        cutoff = time.time() - self.grace
+        cutoff = max(time.time() - self.grace, before or 0.0)
         resent = self._jobs(cutoff) + self._chunks(cutoff)
         if resent:
             log.warning("re-sent messages the broker lost", extra={"messages": resent})

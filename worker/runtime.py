@@ -6,14 +6,15 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
-from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 from threadpoolctl import threadpool_limits
 
 from shared.errors import ServiceError
+from shared.redis_clients import sync_redis
 from shared.registry import Registry
+from shared.replication import ReplicaWait
 from shared.settings import Settings, get_settings
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
@@ -35,15 +36,18 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         """Connect to Redis and open the registry (cheap; models load on `warm` or first use)."""
         # Ride out a Redis restart of a few seconds inside the job instead of failing it.
-        redis = Redis.from_url(
-            settings.redis_url.get_secret_value(),
+        redis = sync_redis(
+            settings,
             socket_timeout=10,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STORE_RETRIES),
             retry_on_error=[ConnectionError, TimeoutError],
         )
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
-        loader = partial(SklearnModel.load, fast=settings.fast_predict)
-        return cls(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
+        loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
+        jobs = JobRecorder(
+            redis, settings.result_ttl, settings.max_attempts, ReplicaWait.of(settings)
+        )
+        return cls(settings, jobs, ModelCache(registry, loader))
 
     def warm(self) -> None:
         """Load the default model now, so the first task does not pay for it."""

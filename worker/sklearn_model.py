@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Self
 
@@ -47,7 +48,12 @@ class SklearnModel:
     @classmethod
     def load(cls, path: Path, fast: bool = True) -> Self:
         """Load an estimator dumped by `save`; only call it on a verified file."""
-        return cls(joblib.load(path), fast=fast)
+        return cls.from_bytes(path.read_bytes(), fast=fast)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, fast: bool = True) -> Self:
+        """Load an estimator from the bytes of a file written by `save` (verified bytes only)."""
+        return cls(joblib.load(io.BytesIO(data)), fast=fast)
 
 
 def _tree_by_tree(estimator: Any) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task
 
 from shared.tasks import PREDICT, PREDICT_BATCH, BatchJob
+from worker import traces
 from worker.celery_app import app
 from worker.predict import run_batch, run_job
 from worker.requeue import requeue_if_redis_is_away
@@ -24,5 +25,5 @@ def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict
 @app.task(name=PREDICT_BATCH, ignore_result=True)
 def predict_batch(jobs: list[BatchJob], model: str) -> dict[str, int]:
     """Several gateway jobs in one message (`shared.tasks.PredictBatchKwargs`)."""
-    with requeue_if_redis_is_away():
+    with requeue_if_redis_is_away(), traces.batch(jobs, model):
         return run_batch(runtime(), jobs, model)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
 from gateway.routes.jobs import PROBLEMS, IdempotencyKey, JobId, accepted
-from shared.schemas import CsvErrors, JobAccepted, Problem
+from shared.schemas import MODEL_PATTERN, CsvErrors, JobAccepted, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -61,7 +61,12 @@ async def submit_csv(
     owner: OwnerDep,
     response: Response,
     model: Annotated[
-        str | None, Query(description='A model name, "name:version" or "default".')
+        str | None,
+        Query(
+            description='A model name, "name:version" or "default".',
+            max_length=200,
+            pattern=MODEL_PATTERN,
+        ),
     ] = None,
     id_column: Annotated[
         str | None, Query(description="Column passed through to the result.")
@@ -92,6 +97,15 @@ async def submit_csv(
         **{k: PROBLEMS[k] for k in (404, 503)},
     },
 )
-async def get_errors(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> CsvErrors:
-    """The bad lines of a CSV job: those skipped (on_error=skip), or those that failed it."""
-    return await jobs.errors(job_id, owner)
+async def get_errors(
+    job_id: JobId,
+    jobs: JobsDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Bad lines per page.")] = 1000,
+    cursor: Annotated[
+        str | None, Query(max_length=24, description="`next_cursor` of the page before.")
+    ] = None,
+) -> CsvErrors:
+    """The bad lines of a CSV job, a page at a time: those skipped (on_error=skip), or those
+    that failed it. Follow `next_cursor` until it is null."""
+    return await jobs.errors(job_id, owner, cursor, limit)

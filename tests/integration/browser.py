@@ -22,6 +22,7 @@ import httpx
 import websocket
 
 from devrun import processes
+from tests import needs
 
 FLAGS = [
     "--headless",
@@ -90,18 +91,25 @@ class Page:
         self.send("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
 
     def screenshot(self, path: Path) -> None:
-        """Save the visible page as a PNG."""
-        data = self.send("Page.captureScreenshot", format="png")["data"]
+        """Save the whole page (not only the visible part) as a PNG."""
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.send(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
+        )["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 
 
 def chromium_binary() -> str:
-    """Debian's `chromium` (installed by `make test` when missing)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        raise RuntimeError("chromium is not installed: `apt-get install chromium` (make test does)")
-    return found
+    """Chromium on PATH; without it the browser tests skip (and fail under `CI=true`)."""
+    return needs.binary(
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        how="install Chromium to run the web page tests "
+        "(Debian/Ubuntu: apt-get install chromium; `make test` does it when run as root)",
+    )
 
 
 @contextmanager

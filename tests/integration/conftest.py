@@ -8,10 +8,11 @@ starting one: CI's Redis service container, the test compose's `redis`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,15 @@ class System:
 
 @contextlib.contextmanager
 def running_system(
-    workdir: Path, model_dir: Path, db_offset: int = 0, **settings: str
+    workdir: Path,
+    model_dir: Path,
+    db_offset: int = 0,
+    environ: Mapping[str, str] | None = None,
+    **settings: str,
 ) -> Iterator[System]:
     """Redis, a worker and the gateway on free ports, with `MLQUEUE_*` overrides; stopped after.
-    `db_offset` keeps a second system on a given Redis apart from the first."""
+    `db_offset` keeps a second system on a given Redis apart from the first; `environ` adds other
+    variables (`OTEL_*`)."""
     http_port, metrics_port = processes.free_port(), processes.free_port()
     redis, redis_url = _redis(workdir, db_offset)
     env = {
@@ -75,6 +81,7 @@ def running_system(
         "MLQUEUE_WORKER_METRICS_PORT": str(metrics_port),
         "MLQUEUE_METRICS_DIR": str(workdir / "metrics"),
         **{f"MLQUEUE_{k.upper()}": v for k, v in settings.items()},
+        **(environ or {}),
     }
     system = System(
         redis_url,
@@ -111,6 +118,21 @@ def csv_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Ite
         db_offset=1,
         csv_chunk_rows="100",
         max_upload_bytes=str(4 * 1024 * 1024),
+    ) as system:
+        yield system
+
+
+# Two API keys for the keyed system: each sees only its own jobs.
+API_KEYS = ("mlq_test_alice_0123456789", "mlq_test_bob_0123456789")
+
+
+@pytest.fixture(scope="session")
+def keyed_system(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[System]:
+    """A system whose gateway requires API keys (`API_KEYS`): the SDK, the CLI and the page's
+    key field are tested against it."""
+    digests = ",".join(hashlib.sha256(k.encode()).hexdigest() for k in API_KEYS)
+    with running_system(
+        tmp_path_factory.mktemp("keyed-system"), model_dir, db_offset=2, api_keys=digests
     ) as system:
         yield system
 

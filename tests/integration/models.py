@@ -48,6 +48,30 @@ class Sleepy:
         return np.asarray(X, dtype=np.float64).sum(axis=1)
 
 
+class Tally:
+    """Predicts row sums and appends, per call, the tags (first feature) of tagged rows
+    (>= `TAG_BASE`) and the first tag and size of untagged ones to `logfile`: the HA drill counts
+    duplicate executions from it."""
+
+    n_features_in_ = N_FEATURES
+    TAG_BASE = 1_000_000
+
+    def __init__(self, logfile: str) -> None:
+        self.logfile = logfile
+
+    def predict(self, X: Any) -> Any:
+        X = np.asarray(X, dtype=np.float64)
+        tags = X[:, 0] if len(X) else X
+        tagged = tags[tags >= self.TAG_BASE]
+        lines = [f"j {int(t)}" for t in tagged]
+        if len(tagged) < len(tags):
+            rest = tags[tags < self.TAG_BASE]
+            lines.append(f"c {int(rest[0])} {len(rest)}")
+        with Path(self.logfile).open("a") as log:
+            log.write("".join(line + "\n" for line in lines))
+        return X.sum(axis=1)
+
+
 class Exploding:
     """Raises on every prediction: a poison model."""
 

@@ -123,6 +123,11 @@ def test_quoted_ids_with_commas_and_newlines_pass_through(
         (230, "0.1,,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "line 230, column 2 (sex): empty value"),
         (2, "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,inf", "line 2, column 10 (s6): non-finite"),
         (101, "nan,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "line 101, column 1 (age): non-finite"),
+        (
+            7,
+            "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,4e38",
+            "line 7, column 10 (s6): value 4e+38 is out",
+        ),
     ],
 )
 def test_a_bad_line_fails_the_job_naming_line_and_column(

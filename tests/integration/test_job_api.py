@@ -155,7 +155,10 @@ def test_retry_of_a_cancelled_and_a_failed_job(
         failed = _submit(http, rows)
         # What a worker records for a job that failed after it started.
         for call, script in (
-            (jobstore.start_call(failed, model="demo:1", n_rows=5, ttl=600), jobstore.START),
+            (
+                jobstore.start_call(failed, model="demo:1", n_rows=5, ttl=600, max_attempts=3),
+                jobstore.START,
+            ),
             (
                 jobstore.failure_call(failed, error_type="ModelError", message="x", ttl=600),
                 jobstore.FINISH,

@@ -76,8 +76,9 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         )
         processes.wait_until(lambda: _ready(base), 60, "ready again", make)
         job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
+        # The restarted worker may take seconds to boot: the client waits as long as it asks to.
         result = httpx.get(
-            f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20}, timeout=25
+            f"{base}/v1/jobs/{job['job_id']}/result", params={"wait": 20}, timeout=30
         )
         assert result.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
         tree = processes.descendants(make.pid)

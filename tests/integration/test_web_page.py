@@ -18,7 +18,7 @@ import pytest
 
 from shared.schemas import ModelInfo
 from tests.integration.browser import Page, chromium
-from tests.integration.conftest import System
+from tests.integration.conftest import API_KEYS, System
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
@@ -57,6 +57,7 @@ def test_the_page_lists_the_models_with_their_metrics(home: Page, demo_info: Mod
         [
             "demo",
             "1",
+            "demo, default",  # the newest version of the default model
             "10",
             f"{demo_info.metrics['r2']:.3f}",
             f"{demo_info.metrics['mae']:.3f}",
@@ -66,6 +67,43 @@ def test_the_page_lists_the_models_with_their_metrics(home: Page, demo_info: Mod
     options = home.evaluate("[...document.querySelectorAll('#model option')].map(o => o.value)")
     assert options == ["default", "demo:1"]
     home.screenshot(ARTIFACTS / "web-page-models.png")
+
+
+def test_the_page_shows_queue_depth_and_workers_from_readyz(home: Page, system: System) -> None:
+    checks = httpx.get(f"{system.base_url}/readyz", timeout=5).json()["checks"]
+    shown = home.wait_for(
+        "document.getElementById('workers').textContent !== '…' && "
+        "['ready', 'queue-depth', 'workers'].map(id => document.getElementById(id).textContent)"
+    )
+    assert shown == ["ready", str(checks["queue_depth"]), str(checks["workers"])]
+    assert checks["workers"] == 1
+
+
+def test_every_control_has_a_label_and_the_keyboard_reaches_the_form(home: Page) -> None:
+    unlabelled = home.evaluate(
+        "[...document.querySelectorAll('input, select, button, progress')]"
+        ".filter(e => !e.labels?.length && !e.getAttribute('aria-label') && e.tagName !== 'BUTTON')"
+        ".map(e => e.id || e.outerHTML)"
+    )
+    assert unlabelled == []
+    # The first Tab reaches the skip link; Enter follows it to the upload form.
+    home.evaluate("document.activeElement.blur()")
+    for kind in ("rawKeyDown", "keyUp"):
+        home.send(
+            "Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab", windowsVirtualKeyCode=9
+        )
+    assert home.evaluate("document.activeElement.className") == "skip"
+    home.send("Input.dispatchKeyEvent", type="char", key="Enter", text="\r")
+    home.send("Input.dispatchKeyEvent", type="rawKeyDown", key="Enter", windowsVirtualKeyCode=13)
+    home.send("Input.dispatchKeyEvent", type="keyUp", key="Enter", windowsVirtualKeyCode=13)
+    home.wait_for("location.hash === '#score'", timeout=5)
+
+
+def listing_available(system: System) -> bool:
+    """Whether this gateway lists jobs (GET /v1/jobs): the page uses it when it is there."""
+    status = httpx.get(f"{system.base_url}/v1/jobs", timeout=5).status_code
+    assert status in (200, 404, 405)
+    return status == 200
 
 
 def test_upload_progress_and_download(
@@ -107,8 +145,17 @@ def test_upload_progress_and_download(
     model = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
     expected = model.predict(np.asarray(rows))
     assert [float(r[1]) for r in table[1:]] == pytest.approx(list(expected), rel=1e-12)
-    # The job as operators see it: its lines in both logs, and the gateway's counters.
+    # The job in the recent jobs table, finished, with its result link.
     job_id = home.evaluate("document.getElementById('job-id').textContent").removeprefix("job ")
+    row = home.wait_for(
+        f"(r => r && r.dataset.status === 'succeeded' && [...r.cells].map(c => c.textContent))"
+        f"(document.querySelector('#jobs tr[data-job=\"{job_id}\"]'))"
+    )
+    assert row == [job_id[:8], "csv", "demo:1", "succeeded", " 100 %", row[5], "CSV"]
+    note = home.evaluate("document.getElementById('jobs-note').hidden")
+    assert note is listing_available(csv_system)
+    home.screenshot(ARTIFACTS / "web-page-jobs.png")
+    # The job as operators see it: its lines in both logs, and the gateway's counters.
     gateway = [line for line in read(csv_system.workdir / "gateway.log") if job_id in line]
     worker = [line for line in read(csv_system.worker_log) if job_id in line]
     assert any('"event":"csv upload accepted"' in line for line in gateway)
@@ -157,41 +204,66 @@ def test_a_bad_file_shows_its_line_number(
     home.screenshot(ARTIFACTS / f"web-page-{case}.png")
     assert message.startswith(f"Error: {where}")
     assert home.evaluate("document.getElementById('download').hidden") is True
+    # The same place as a list item under "Bad lines" (or "Refused" for the upload).
+    listed = home.wait_for(
+        "[...document.querySelectorAll('#line-errors li')].map(li => li.textContent)"
+        ".filter(t => t).length && "
+        "[...document.querySelectorAll('#line-errors li')].map(li => li.textContent)"
+    )
+    assert listed[0].startswith(where)
 
 
-# Stands in for issue 6's API keys in the browser: /v1/models answers 401 without a bearer key,
-# and every request's Authorization header is recorded.
-KEYED_GATEWAY = """
-window.__auth = [];
-const realFetch = window.fetch.bind(window);
-window.fetch = (url, options = {}) => {
-  const auth = (options.headers || {}).Authorization || null;
-  window.__auth.push([String(url), auth]);
-  if (String(url).endsWith('/v1/models') && auth !== 'Bearer s3cret') {
-    return Promise.resolve(new Response(
-      JSON.stringify({title: 'Unauthorized', status: 401, detail: 'a valid API key is required'}),
-      {status: 401, headers: {'content-type': 'application/problem+json'}}));
-  }
-  return realFetch(url, options);
-};
-"""
+STAGE_DONE_OR_FAILED = (
+    "['done', 'failed'].includes(document.body.dataset.stage) && document.body.dataset.stage"
+)
 
 
-def test_a_401_asks_for_the_key_and_the_key_is_sent(page: Page, system: System) -> None:
-    script = page.send("Page.addScriptToEvaluateOnNewDocument", source=KEYED_GATEWAY)
+def test_a_real_401_asks_for_the_key_and_the_key_is_used(
+    page: Page,
+    keyed_system: System,
+    demo_info: ModelInfo,
+    model_dir: Path,
+    diabetes_rows: list[list[float]],
+    tmp_path: Path,
+) -> None:
+    """Against a gateway started with API keys: no faked answers."""
+    page.goto(f"{keyed_system.base_url}/")
     try:
-        page.goto(f"{system.base_url}/")
         page.wait_for("!document.getElementById('key-section').hidden")
         error = page.wait_for("document.getElementById('models-error').textContent")
-        assert error == "a valid API key is required"
+        assert error == "a valid API key is required: Authorization: Bearer <key>"
         page.evaluate(
-            "const key = document.getElementById('api-key'); key.value = 's3cret';"
+            f"const key = document.getElementById('api-key'); key.value = '{API_KEYS[0]}';"
             "key.dispatchEvent(new Event('change'))"
         )
         page.wait_for("document.querySelectorAll('#models tbody tr').length > 0")
         assert page.evaluate("document.getElementById('models-error').hidden") is True
-        assert page.evaluate("window.__auth.at(-1)") == ["/v1/models", "Bearer s3cret"]
-        assert page.evaluate("sessionStorage.getItem('mlqueue-api-key')") == "s3cret"
+        assert page.evaluate("sessionStorage.getItem('mlqueue-api-key')") == API_KEYS[0]
+        # Score a file with the key, then download it: a keyed download is fetched with the key
+        # and saved from memory (the blob handed to the browser is captured here).
+        rows = diabetes_rows[:7]
+        upload = tmp_path / "keyed.csv"
+        upload.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n")
+        page.set_files("#file", upload)
+        page.evaluate("document.getElementById('submit').click()")
+        stage = page.wait_for(STAGE_DONE_OR_FAILED, timeout=60)
+        assert (stage, page.evaluate("document.getElementById('error').textContent")) == (
+            "done",
+            "",
+        )
+        anonymous = page.evaluate(
+            "fetch(document.getElementById('download').href).then(r => r.status)"
+        )
+        assert anonymous == 401
+        page.evaluate(
+            "window.__blobs = []; const made = URL.createObjectURL;"
+            "URL.createObjectURL = b => { window.__blobs.push(b); return made(b); };"
+            "document.getElementById('download').click()"
+        )
+        text = page.wait_for("window.__blobs.length && window.__blobs[0].text()")
+        model = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+        got = [float(v) for v in text.split()[1:]]
+        assert got == pytest.approx(list(model.predict(np.asarray(rows))), rel=1e-12)
+        page.screenshot(ARTIFACTS / "web-page-keyed.png")
     finally:
-        page.send("Page.removeScriptToEvaluateOnNewDocument", identifier=script["identifier"])
         page.evaluate("sessionStorage.clear()")

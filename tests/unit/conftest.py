@@ -43,17 +43,21 @@ class MockModel:
     def load(cls, path: Path) -> MockModel:
         return cls()
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MockModel:
+        return cls()
+
 
 class CountingLoader:
     """A model loader that counts its calls: how often a model was really loaded, not cached."""
 
-    def __init__(self, load: Callable[[Path], Any]) -> None:
+    def __init__(self, load: Callable[[bytes], Any]) -> None:
         self.load = load
         self.calls = 0
 
-    def __call__(self, path: Path) -> Any:
+    def __call__(self, data: bytes) -> Any:
         self.calls += 1
-        return self.load(path)
+        return self.load(data)
 
 
 class FakePublisher:
@@ -100,7 +104,7 @@ def server() -> fakeredis.FakeServer:
 
 @pytest.fixture
 def loader() -> CountingLoader:
-    return CountingLoader(MockModel.load)
+    return CountingLoader(MockModel.from_bytes)
 
 
 @pytest.fixture
@@ -108,7 +112,11 @@ def runtime(settings: Settings, server: fakeredis.FakeServer, loader: CountingLo
     """A worker runtime on fakeredis whose models all load as `MockModel` (counted by `loader`)."""
     redis = fakeredis.FakeRedis(server=server)
     registry = Registry(settings.model_dir, settings.default_model)
-    return Runtime(settings, JobRecorder(redis, settings.result_ttl), ModelCache(registry, loader))
+    return Runtime(
+        settings,
+        JobRecorder(redis, settings.result_ttl, settings.max_attempts),
+        ModelCache(registry, loader),
+    )
 
 
 @pytest.fixture

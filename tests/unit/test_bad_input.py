@@ -51,7 +51,7 @@ def test_json_media_types_are_accepted(client: TestClient, content_type: str) ->
         (
             b'{"data": [[1e999,2,3,4,5,6,7,8,9,0]]}',
             422,
-            "row 0, column 0: Input should be a finite",
+            "row 0, column 0: non-finite value inf",
         ),
         (b'{"data": [["\\ud800",2,3,4,5,6,7,8,9,0]]}', 422, "row 0, column 0"),
         (b'{"data": [["\xff\xfe",2,3,4,5,6,7,8,9,0]]}', 400, "parsing the body"),
@@ -139,3 +139,25 @@ def test_many_and_odd_headers_are_tolerated(client: TestClient) -> None:
         "/v1/jobs", content=b'{"data": [' + ROW + b"]}", headers={**JSON, **headers}
     )
     assert response.status_code == 202
+
+
+MALFORMED_FORMS = {
+    "junk after the boundary line": b"--BOUNDARY\r\n[]--BOUNDARY--",
+    "a header line without a colon": b"--BOUNDARY\r\nno colon here\r\n\r\n1,2\r\n--BOUNDARY--\r\n",
+    "an oversized part header": b"--BOUNDARY\r\nContent-Disposition: form-data; name=file; x="
+    + b"a" * 10_000
+    + b"\r\n\r\n1,2\r\n--BOUNDARY--\r\n",
+    "a broken boundary line": b"--BOUNDARYxx\r\n\r\n--BOUNDARY--\r\n",
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/csv", "/predict_csv"])
+@pytest.mark.parametrize("body", MALFORMED_FORMS.values(), ids=MALFORMED_FORMS.keys())
+def test_a_malformed_multipart_body_is_400_naming_the_defect(
+    client: TestClient, path: str, body: bytes
+) -> None:
+    headers = {"content-type": "multipart/form-data; boundary=BOUNDARY"}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "multipart" in response.json()["detail"].lower()

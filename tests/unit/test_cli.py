@@ -21,9 +21,9 @@ SERVER_MODULES = (
 )
 
 
-def test_the_cli_imports_no_server_module() -> None:
+def test_the_sdk_and_cli_import_no_server_module() -> None:
     code = (
-        "import sys, client.cli; "
+        "import sys, client, client.cli; "
         f"print([m for m in sys.modules if m.startswith({SERVER_MODULES!r})])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -85,7 +85,12 @@ def compose_defaults() -> dict[str, str | None]:
 
 def mlqueue_names_in_deploy_files() -> set[str]:
     names: set[str] = set()
-    for name in ("docker-compose.yaml", "docker-compose.test.yaml", ".env.example"):
+    for name in (
+        "docker-compose.yaml",
+        "docker-compose.test.yaml",
+        "docker-compose.ha.yaml",
+        ".env.example",
+    ):
         names |= set(re.findall(rf"\b{PREFIX}\w+", _uncommented(ROOT / name)))
     for name in ("Dockerfile.gateway", "Dockerfile.worker"):
         for stage in dockerfile(name).values():
@@ -231,11 +236,36 @@ def test_worker_is_scalable_and_everything_waits_for_a_healthy_redis() -> None:
 
 def test_redis_is_pinned_persistent_and_healthchecked() -> None:
     redis = compose()["services"]["redis"]
-    assert re.fullmatch(r"redis:\d+(\.\d+)*-alpine", redis["image"])
+    # The official image by default; REDIS_IMAGE selects a stand-in (make images-offline).
+    image = INTERPOLATION.fullmatch(redis["image"])
+    assert image is not None and image.group(1) == "REDIS_IMAGE"
+    assert re.fullmatch(r"redis:\d+(\.\d+)*-alpine", image.group(3))
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     assert "redis-data:/data" in redis["volumes"]
     assert "redis-data" in compose()["volumes"]
     assert "redis-cli ping" in redis["healthcheck"]["test"][1]
+
+
+def test_the_ha_compose_runs_two_data_nodes_and_three_sentinels_with_quorum_two() -> None:
+    services = compose("docker-compose.ha.yaml")["services"]
+    for node in ("redis", "redis-replica"):
+        script = services[node]["command"][-1]
+        for option in ("--appendonly yes", "--min-replicas-to-write 1", "--min-replicas-max-lag"):
+            assert option in script, (node, option)
+        # A restarted node asks the sentinels for the master before it serves anything.
+        assert "sentinel get-master-addr-by-name mymaster" in script
+    sentinels = [name for name in services if name.startswith("sentinel-")]
+    assert len(sentinels) == 3
+    for name in sentinels:
+        assert "sentinel monitor mymaster redis 6379 2" in services[name]["command"][-1]
+    for name in ("gateway", "worker"):
+        settings = Settings(
+            redis_sentinels=services[name]["environment"]["MLQUEUE_REDIS_SENTINELS"],
+            redis_master_name=services[name]["environment"]["MLQUEUE_REDIS_MASTER_NAME"],
+        )
+        assert [s.split(":")[0] for s in settings.redis_sentinels] == sentinels
+        assert settings.redis_master_name == "mymaster"
+        assert set(services[name]["depends_on"]) == set(sentinels)
 
 
 def test_the_test_compose_runs_make_test_against_its_redis() -> None:

@@ -163,7 +163,7 @@ def test_a_bound_key_expires_with_the_setting(
     assert settings.idempotency_ttl - 5 < ttl <= settings.idempotency_ttl
 
 
-def test_a_malformed_duplicate_upload_is_a_422_not_a_500(client: TestClient) -> None:
+def test_a_malformed_duplicate_upload_is_a_400_not_a_500(client: TestClient) -> None:
     assert upload(client, "bad-body").status_code == 202
     boundary = "a222103b9b30b1f9e8be6882ecedb1d2"
     headers = {
@@ -173,8 +173,9 @@ def test_a_malformed_duplicate_upload_is_a_422_not_a_500(client: TestClient) -> 
     }
     body = f"--{boundary}\r\n[]--{boundary}--\r\n".encode()  # found by schemathesis
     response = client.post("/v1/jobs/csv", content=body, headers=headers)
-    assert response.status_code == 422
-    assert "not valid multipart/form-data" in response.json()["detail"]
+    assert response.status_code == 400  # main's MalformedRequest
+    assert response.json()["title"] == "MalformedRequest"
+    assert "malformed multipart body" in response.json()["detail"]
     fresh = {**headers, "Idempotency-Key": "other"}
     response = client.post("/v1/jobs/csv", content=body, headers=fresh)
-    assert response.status_code == 422
+    assert response.status_code == 400

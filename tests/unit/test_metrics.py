@@ -185,3 +185,11 @@ def test_csv_chunks_count_rows_and_the_last_chunk_ends_the_job(worker_metrics: P
     failures = "mlqueue_worker_failures_total"
     assert value(text, failures, model="demo", error_type="InvalidInput") == 1
     assert value(text, failures, model="demo", error_type="RuntimeError") == 1
+
+
+def test_unknown_http_methods_are_labelled_other(client: TestClient) -> None:
+    for i in range(20):
+        client.request(f"MADEUP{i}", "/v1/jobs")
+    metrics = client.get("/metrics").text
+    assert 'method="other",route="/v1/jobs",status="405"' in metrics
+    assert "MADEUP" not in metrics

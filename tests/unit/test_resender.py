@@ -24,7 +24,7 @@ def fields(redis: fakeredis.FakeRedis, job_id: str, *names: str) -> list[Any]:
     return list(redis.hmget(jobstore.job_key(job_id), list(names)))
 
 
-def test_a_submitted_job_keeps_its_rows_until_a_worker_starts_it(
+def test_a_submitted_job_keeps_its_rows_until_it_ends(
     client: TestClient, publisher: FakePublisher, server: fakeredis.FakeServer
 ) -> None:
     redis = fakeredis.FakeRedis(server=server)
@@ -32,9 +32,16 @@ def test_a_submitted_job_keeps_its_rows_until_a_worker_starts_it(
     job_id = client.post("/v1/jobs", json={"data": [ROW]}).json()["job_id"]
     assert fields(redis, job_id, "spec", "rows") == [b"demo:1", orjson.dumps([ROW])]
     assert redis.zscore(jobstore.PENDING, job_id) is not None
-    JobRecorder(redis, 60).start_many([(job_id, 1)], "demo:1")
-    assert fields(redis, job_id, "spec", "rows") == [None, None]
+    recorder = JobRecorder(redis, 60, 3)
+    recorder.start_many([(job_id, 1)], "demo:1")
     assert redis.zscore(jobstore.PENDING, job_id) is None
+    # Running, it keeps them still (`worker.reaper` may have to send it again) ...
+    assert fields(redis, job_id, "spec", "rows") == [b"demo:1", orjson.dumps([ROW])]
+    assert redis.zscore(jobstore.RUNNING, job_id) is not None
+    recorder.finish_many("1", {job_id: [5.0]}, {})
+    # ... until it ends.
+    assert fields(redis, job_id, "spec", "rows") == [None, None]
+    assert redis.zscore(jobstore.RUNNING, job_id) is None
 
 
 class Sent:
@@ -125,8 +132,12 @@ def test_a_csv_chunk_whose_message_was_lost_is_sent_again(redis: fakeredis.FakeR
     assert set(redis.zrange(csvjobs.PENDING_CHUNKS, 0, -1)) == {b"csv1:7", b"csv3:1"}
 
 
-def test_a_chunk_that_began_leaves_the_outbox(redis: fakeredis.FakeRedis) -> None:
+def test_a_chunk_that_began_leaves_the_outbox_for_the_running_set(
+    redis: fakeredis.FakeRedis,
+) -> None:
     chunk_sent(redis, "csv1", 2, age=60, status="running")
-    assert ChunkRecorder(redis, 60).begin("csv1", 2) == "running"
+    assert ChunkRecorder(redis, 60, 3).begin("csv1", 2) == "running"
     assert redis.zscore(csvjobs.PENDING_CHUNKS, "csv1:2") is None
-    assert redis.get(csvjobs.msg_key("csv1", 2)) is None
+    # Its task's arguments stay until it is scored, for `worker.reaper`.
+    assert redis.zscore(csvjobs.RUNNING_CHUNKS, "csv1:2") is not None
+    assert redis.get(csvjobs.msg_key("csv1", 2)) is not None

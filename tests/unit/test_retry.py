@@ -20,13 +20,11 @@ def submit(client: TestClient) -> str:
 
 
 def fail(server: fakeredis.FakeServer, job_id: str) -> None:
-    """What the worker does when a job fails (after it started, so rows moved to `input`)."""
+    """What the worker does when a job fails (after it started; its rows stay for a retry)."""
     redis = fakeredis.FakeRedis(server=server)
-    for call in (
-        jobstore.start_call(job_id, model="demo:1", n_rows=3, ttl=60),
-        jobstore.failure_call(job_id, error_type="ModelError", message="boom", ttl=60),
-    ):
-        script = jobstore.START if call.keys[1:] else jobstore.FINISH
+    start = jobstore.start_call(job_id, model="demo:1", n_rows=3, ttl=60, max_attempts=3)
+    failure = jobstore.failure_call(job_id, error_type="ModelError", message="boom", ttl=60)
+    for script, call in ((jobstore.START, start), (jobstore.FINISH, failure)):
         redis.eval(script, len(call.keys), *call.keys, *call.args)
 
 
@@ -61,7 +59,7 @@ def test_a_succeeded_job_is_a_409_and_its_rows_are_not_kept(
     assert response.status_code == 409
     assert "is succeeded: only failed or cancelled jobs" in response.json()["detail"]
     record = fakeredis.FakeRedis(server=server).hgetall(jobstore.job_key(job_id))
-    assert b"input" not in record and b"rows" not in record
+    assert b"rows" not in record and b"spec" not in record
 
 
 def test_a_queued_job_is_a_409(client: TestClient, publisher: FakePublisher) -> None:

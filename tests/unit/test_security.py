@@ -14,12 +14,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gateway import keys
+from gateway import deps, keys
+from gateway.app import create_app
 from gateway.backpressure import QueueDepth, retry_after
 from gateway.state import GatewayState
 from shared.settings import Settings
 from shared.tasks import QUEUE
 from tests.unit.conftest import FakePublisher
+from worker.predict import run_job
+from worker.runtime import Runtime
 
 ROW = [0.01 * i for i in range(10)]
 KEY_A, KEY_B = keys.new_key(), keys.new_key()
@@ -214,3 +217,73 @@ def test_retry_after_grows_with_the_excess() -> None:
     assert retry_after(101, 100) == 2
     assert retry_after(200, 100) == 12
     assert retry_after(10**9, 100) == 60
+
+
+@pytest.mark.parametrize("value", [",", " ", "[]", '[""]', " , ,"])
+def test_keys_set_but_holding_no_digest_stop_startup(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    for name in ("MLQUEUE_API_KEYS", "MLQUEUE_ADMIN_KEYS"):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError, match="is set but holds no SHA-256 digest"):
+            Settings()
+        monkeypatch.delenv(name)
+
+
+def test_startup_logs_whether_auth_is_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    off = settings.model_copy(update={"api_keys": []})
+    admin_only = off.model_copy(update={"admin_keys": [keys.digest(KEY_A)]})
+    with caplog.at_level("INFO", "gateway.keys"):
+        for each in (settings, off, admin_only):
+            keys.log_auth_state(each)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "auth is on: 2 API keys, 0 admin keys"),
+        ("WARNING", "auth is off: MLQUEUE_API_KEYS is unset, every request is let in"),
+        ("INFO", "auth is on: 0 API keys, 1 admin keys"),
+    ]
+
+
+ADMIN = keys.new_key()
+
+
+@pytest.fixture
+def ownerless(runtime: Runtime) -> str:
+    """A job enqueued directly through Celery: it has no owner."""
+    job_id = str(uuid.uuid4())
+    run_job(runtime, job_id, [ROW], "default")
+    return job_id
+
+
+@pytest.mark.parametrize("key", [KEY_A, KEY_B])
+def test_ownerless_jobs_are_404_to_ordinary_keys(
+    settings: Settings, app: FastAPI, ownerless: str, key: str
+) -> None:
+    client = TestClient(app)
+    for method, path in [
+        ("GET", f"/v1/jobs/{ownerless}"),
+        ("GET", f"/v1/jobs/{ownerless}/result"),
+        ("DELETE", f"/v1/jobs/{ownerless}"),
+    ]:
+        response = client.request(method, path, headers=bearer(key))
+        assert response.status_code == 404, (method, path, response.text)
+
+
+def test_ownerless_jobs_are_visible_to_admin_keys(
+    settings: Settings, server: fakeredis.FakeServer, publisher: FakePublisher, ownerless: str
+) -> None:
+    admin = settings.model_copy(update={"admin_keys": [keys.digest(ADMIN)]})
+    app = create_app(admin)
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    state = GatewayState.create(admin, redis=redis, publisher=publisher)
+    app.dependency_overrides[deps.get_state] = lambda: state
+    client = TestClient(app)
+    response = client.get(f"/v1/jobs/{ownerless}/result", headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == [sum(ROW)]
+    # The admin key is a key like any other: its own jobs stay its own.
+    job_id = submit(client, ADMIN)
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(ADMIN)).status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(KEY_A)).status_code == 404
+    assert client.get(f"/v1/jobs/{ownerless}", headers=bearer(KEY_A)).status_code == 404

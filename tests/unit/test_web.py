@@ -11,13 +11,22 @@ def test_the_page_and_its_assets_are_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    for marker in ('id="score-form"', 'id="models"', 'src="/static/app.js"', 'href="/docs"'):
+    for marker in (
+        'id="score-form"',
+        'id="models"',
+        'id="jobs"',
+        'id="queue-depth"',
+        'href="/docs"',
+    ):
         assert marker in page.text
     script = client.get("/static/app.js")
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
     # The page speaks the public API only.
-    for path in ('"/v1/models"', '"/v1/jobs/csv"', "/v1/jobs/${", "Authorization"):
+    for path in ('"/v1/models"', '"/v1/jobs/csv"', "/v1/jobs/${", "Authorization", '"/readyz"'):
+        assert path in script.text
+    # Optional routes are feature-detected: the job listing and live events.
+    for path in ('"/v1/jobs?limit=20"', "/events`", "status !== 405"):
         assert path in script.text
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/nope.js").status_code == 404

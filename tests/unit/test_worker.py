@@ -42,7 +42,7 @@ def view(runtime: Runtime, job_id: str) -> dict[str, object]:
         ([[*ROW[:3], "1.5", *ROW[4:]]], "row 0: column 3: expected a number, got str"),
         ([[*ROW[:3], True, *ROW[4:]]], "row 0: column 3: expected a number, got bool"),
         ([[*ROW[:3], None, *ROW[4:]]], "row 0: column 3: expected a number, got NoneType"),
-        ([[*ROW[:9], float("nan")]], "row 0: column 9: value nan is not finite"),
+        ([[*ROW[:9], float("nan")]], "row 0: column 9: non-finite value nan"),
     ],
 )
 def test_worker_validation_names_row_and_column(rows: object, message: str) -> None:
@@ -138,7 +138,7 @@ def test_a_cancelled_job_is_not_predicted(runtime: Runtime, loader: CountingLoad
 
 
 def test_a_final_state_is_never_overwritten() -> None:
-    jobs = JobRecorder(fakeredis.FakeRedis(), ttl=60)
+    jobs = JobRecorder(fakeredis.FakeRedis(), ttl=60, max_attempts=3)
     assert jobs.start("j", "demo", 1) == "running"
     assert jobs.succeed("j", "1", [1.0]) == "succeeded"
     assert jobs.fail("j", "X", "late duplicate") == "succeeded"
@@ -168,7 +168,7 @@ def test_registry_resolves_names_and_versions(model_dir: Path, tmp_path: Path) -
     assert registry.resolve("demo").version == "2"
     assert registry.resolve("demo:1").version == "1"
     assert [(m.name, m.version) for m in registry.all_versions()] == [("demo", "2"), ("demo", "1")]
-    for bad in ("demo:3", "other", "../etc", "demo:x"):
+    for bad in ("demo:3", "other", "../etc", "demo:x", "..", ".", ".demo"):
         with pytest.raises(ModelNotFound):
             registry.resolve(bad)
 

@@ -1,0 +1,146 @@
+"""Per-key limits kept in Redis, so that they hold across gateway processes: concurrent CSV
+uploads, concurrent long polls, result bytes stored; and one global cap on CSV chunk bytes
+waiting in Redis to be scored.
+
+A concurrency slot is a member of a sorted set per key and kind, scored by when its lease ends;
+taking one drops expired leases first, in the same script. A gateway that crashes holding a slot
+therefore frees it when the lease ends (a long upload renews its lease while it runs), never
+leaking it. Stored bytes are counted in time buckets that expire after `result_ttl`, as the
+results they stand for do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Final
+
+from redis.asyncio import Redis
+
+from shared import csvjobs
+from shared.errors import QueueUnavailable, RateLimited
+from shared.jobstore import PREFIX
+from shared.settings import Settings
+
+RESULT_BYTES_PER_PREDICTION: Final = 24
+"""A prediction as stored and sent back (a float's shortest repr and a separator), at most."""
+BUCKETS_PER_TTL: Final = 24
+
+# KEYS[1] the key's slots; ARGV: now, lease end, token, limit, key TTL. 1 if taken, else 0.
+TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# KEYS: the key's byte buckets in the window, the current one first; ARGV: bytes, limit, TTL of
+# a bucket. Adds the bytes and returns -1, or returns the total without adding when over. A
+# bucket lives `result_ttl` after its last job, as that job's result does.
+ADD_BYTES = """
+local total = 0
+for _, value in ipairs(redis.call('MGET', unpack(KEYS))) do
+  total = total + (tonumber(value) or 0)
+end
+if total + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return total
+end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return -1
+"""
+
+
+class Quotas:
+    """The limits of `Settings`, checked for one API key (`owner`) at a time."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._take = redis.register_script(TAKE_SLOT)
+        self._add = redis.register_script(ADD_BYTES)
+        self._waiting = redis.register_script(csvjobs.WAITING_BYTES)
+
+    @contextlib.asynccontextmanager
+    async def upload(self, owner: str) -> AsyncIterator[None]:
+        """Hold one of the key's upload slots while the block runs (429 if none is free)."""
+        idle = self.settings.upload_idle_timeout
+        async with self._slot("uploads", owner, self.settings.max_uploads_per_key, 2 * idle + 5):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def long_poll(self, owner: str, seconds: float) -> AsyncIterator[None]:
+        """Hold one of the key's long-poll slots for a wait of `seconds` (429 if none is free)."""
+        limit = self.settings.max_long_polls_per_key
+        async with self._slot("long-polls", owner, limit, seconds + 5, renew=False):
+            yield
+
+    async def add_results(self, owner: str, predictions: int) -> None:
+        """Count the result bytes of `predictions` more against the key (429 when over)."""
+        size = predictions * RESULT_BYTES_PER_PREDICTION
+        limit = self.settings.max_stored_bytes_per_key
+        ttl = self.settings.result_ttl
+        width = max(60, ttl // BUCKETS_PER_TTL)
+        now = int(time.time()) // width
+        keys = [f"{PREFIX}:quota:bytes:{owner}:{b}" for b in range(now, now - ttl // width - 1, -1)]
+        total = await self._add(keys=keys, args=[size, limit, ttl])
+        if int(total) >= 0:
+            raise RateLimited(
+                f"this API key has {int(total)} bytes of results stored, and {size} more would "
+                f"pass its limit of {limit} (MLQUEUE_MAX_STORED_BYTES_PER_KEY); retry once older "
+                "results have expired",
+                retry_after=width,
+            )
+
+    async def check_waiting_chunks(self, more: int) -> None:
+        """A 503 if `more` chunk bytes would pass the global cap of chunk bytes waiting."""
+        waiting = int(await self._waiting(keys=[csvjobs.WAITING_CHUNKS], args=[time.time()]))
+        limit = self.settings.max_waiting_chunk_bytes
+        if waiting + more > limit:
+            raise QueueUnavailable(
+                f"{waiting} bytes of CSV chunks wait to be scored, the most Redis may hold "
+                f"is {limit} (MLQUEUE_MAX_WAITING_CHUNK_BYTES); retry shortly"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _slot(
+        self, kind: str, owner: str, limit: int, lease: float, renew: bool = True
+    ) -> AsyncIterator[None]:
+        key = f"{PREFIX}:quota:{kind}:{owner}"
+        token = str(uuid.uuid4())
+        if not await self._lease(key, token, limit, lease):
+            raise RateLimited(
+                f"this API key already has {limit} {kind.replace('-', ' ')} in progress, its "
+                f"limit (MLQUEUE_MAX_{kind.replace('-', '_').upper()}_PER_KEY); retry when one "
+                "ends",
+                retry_after=5,
+            )
+        renewer = asyncio.create_task(self._renew(key, token, lease)) if renew else None
+        try:
+            yield
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+            with contextlib.suppress(Exception):  # the lease ends by itself anyway
+                await asyncio.shield(self.redis.zrem(key, token))
+
+    async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
+        now = time.time()
+        args: list[float | str] = [now, now + lease, token, limit, math.ceil(lease) + 1]
+        return bool(await self._take(keys=[key], args=args))
+
+    async def _renew(self, key: str, token: str, lease: float) -> None:
+        """Push the lease on while the holder runs (a long upload outlives its first lease)."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(Exception):
+                now = time.time()
+                await self.redis.zadd(key, {token: now + lease}, xx=True)
+                await self.redis.expire(key, math.ceil(lease) + 1)
