@@ -50,6 +50,16 @@ class Progress(_Wire):
     rows_skipped: int = 0
 
 
+class WebhookState(_Wire):
+    """Where a job's completion webhook stands."""
+
+    state: str
+    """"pending", "retrying", "delivered" or "failed"."""
+    attempts: int = 0
+    last_status: int | None = None
+    """The receiver's last HTTP status (0: no answer)."""
+
+
 class Job(_Wire):
     """A job: status, model, timestamps, progress and error (`GET /v1/jobs/{id}`)."""
 
@@ -66,6 +76,10 @@ class Job(_Wire):
     progress: Progress | None = None
     retry_of: str | None = None
     """The job this one retries (`POST /v1/jobs/{id}/retry`, on gateways that have it)."""
+    priority: str = "normal"
+    """"high", "normal" or "low": workers take high before normal before low."""
+    webhook: WebhookState | None = None
+    """The completion webhook's delivery, for a job submitted with a `callback_url`."""
 
 
 class JobAccepted(_Wire):

@@ -126,7 +126,7 @@ def worker_argv(concurrency: int | None = None, pool: str = "prefork") -> list[s
         "worker.celery_app",
         "worker",
         "-Q",
-        "mlqueue",
+        "mlqueue.high,mlqueue,mlqueue.low,mlqueue.webhooks",  # shared.tasks.WORKER_QUEUES
         "--pool",
         pool,
         "--without-gossip",

@@ -12,7 +12,7 @@ import time
 from redis.asyncio import Redis
 
 from shared.errors import QueueUnavailable
-from shared.tasks import QUEUE
+from shared.tasks import QUEUES
 
 CACHE_SECONDS = 0.1
 
@@ -30,7 +30,10 @@ class QueueDepth:
         """The queue's length, read at most once per cache period."""
         now = time.monotonic()
         if now - self._read_at >= self.cache_seconds:
-            self._depth = int(await redis.llen(QUEUE))
+            async with redis.pipeline(transaction=False) as pipe:
+                for queue in QUEUES:  # every priority: one round trip
+                    pipe.llen(queue)
+                self._depth = sum(int(n) for n in await pipe.execute())
             self._read_at = now
         return self._depth
 

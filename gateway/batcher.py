@@ -25,15 +25,16 @@ from gateway import traces
 from gateway.store import JobStore
 from shared import tracing
 from shared.errors import InvalidInput
-from shared.tasks import BatchJob, PredictBatchKwargs
+from shared.tasks import QUEUE, BatchJob, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
-Publish = Callable[[str, PredictBatchKwargs], Awaitable[None]]
+Publish = Callable[[str, PredictBatchKwargs, str], Awaitable[None]]  # id, message, queue
 
 
 @dataclass
 class _Batch:
     model: str
+    queue: str
     records: list[dict[str, str]] = field(default_factory=list)
     jobs: list[BatchJob] = field(default_factory=list)
     payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
@@ -52,20 +53,24 @@ class Batcher:
         self.publish = publish
         self.max_rows = max_rows
         self.max_wait = max_wait
-        self._open: dict[str, _Batch] = {}
+        self._open: dict[tuple[str, str], _Batch] = {}  # by (model, queue): one priority each
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def add(self, record: dict[str, str], rows: list[list[float]], model: str) -> None:
-        """Queue one job; returns when its message is in the broker (or raises why not)."""
+    async def add(
+        self, record: dict[str, str], rows: list[list[float]], model: str, queue: str = QUEUE
+    ) -> None:
+        """Queue one job on `queue` (its priority); returns when its message is in the broker
+        (or raises why not)."""
         rows, payload = serialize(rows)  # before joining: a bad job fails alone
-        batch = self._open.get(model)
+        key = (model, queue)
+        batch = self._open.get(key)
         if batch is not None and batch.rows + len(rows) > self.max_rows:
-            self._send(model)
+            self._send(key)
             batch = None
         if batch is None:
-            batch = self._open[model] = _Batch(model)
+            batch = self._open[key] = _Batch(model, queue)
             delay = self.max_wait if self._sending else 0.0
-            batch.timer = asyncio.get_running_loop().call_later(delay, self._send, model)
+            batch.timer = asyncio.get_running_loop().call_later(delay, self._send, key)
         batch.records.append(record)
         job: BatchJob = {"id": record["id"], "rows": rows}
         if tracing.ON:  # the job's submit span, for the batch span to link and the worker to join
@@ -74,19 +79,19 @@ class Batcher:
         batch.payloads[record["id"]] = (model, payload)
         batch.rows += len(rows)
         if batch.rows >= self.max_rows:
-            self._send(model)
+            self._send(key)
         # Shielded: a client that disconnects must not cancel the send of its neighbours' jobs.
         await asyncio.shield(batch.sent)
 
     async def close(self) -> None:
         """Send what is open and wait for every send in flight."""
-        for model in list(self._open):
-            self._send(model)
+        for key in list(self._open):
+            self._send(key)
         if self._sending:
             await asyncio.wait(self._sending)
 
-    def _send(self, model: str) -> None:
-        batch = self._open.pop(model, None)
+    def _send(self, key: tuple[str, str]) -> None:
+        batch = self._open.pop(key, None)
         if batch is None:
             return
         if batch.timer is not None:
@@ -101,7 +106,9 @@ class Batcher:
                 await self.store.create_many(batch.records, outbox=batch.payloads)
                 # One job alone keeps its own id as the message id, which eases tracing.
                 message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
-                await self.publish(message_id, {"jobs": batch.jobs, "model": batch.model})
+                await self.publish(
+                    message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue
+                )
             # Links the message id (the worker's Celery task id) to the job ids it carries.
             extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
             log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})

@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
 from pydantic import ValidationError
 
 from gateway import metrics, traces
+from gateway.callbacks import webhook_fields
 from gateway.csv_store import CsvStore
 from gateway.form import FileData, FileEnd, FileStart, FormEvent, FormReader
+from gateway.idempotency import fingerprint
 from gateway.publisher import Publisher
 from gateway.quotas import Quotas
 from gateway.store import JobStore
@@ -34,7 +37,7 @@ from shared.features import excerpt
 from shared.registry import Registry
 from shared.schemas import CsvOptions, JobAccepted, JobStatus, ModelInfo
 from shared.settings import Settings
-from shared.tasks import SCORE_CHUNK
+from shared.tasks import SCORE_CHUNK, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +55,23 @@ class CsvUpload:
         quotas: Quotas,
         owner: str,
         query: Mapping[str, str],
+        before_chunk: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.settings, self.registry, self.jobs, self.chunks = settings, registry, jobs, chunks
         self.publisher = publisher
         self.quotas = quotas  # the global cap on waiting chunk bytes, the owner's stored bytes
         self.owner = owner
         self.query = query  # options given as query parameters; form fields override them
+        # Awaited with each chunk's rows before it is stored (rate limit, idempotency claim).
+        self.before_chunk = before_chunk
+        self.digest = hashlib.sha256()  # of the file's bytes: what makes a retry "the same"
         self.job_id = ""
         self.stopped = False  # the job ended during the upload: read on, store nothing
         self._head = b""
         self._chunker: Chunker | None = None
         self._done_seen = 0
         self._started = 0.0
+        self._webhook: dict[str, str] = {}
         self.options: CsvOptions
         self.info: ModelInfo
         self.layout: Layout
@@ -95,10 +103,13 @@ class CsvUpload:
         match event:
             case FileStart(fields):
                 self._resolve_options(fields)
+                self._webhook = await webhook_fields(self.settings, self.options.callback_url)
             case FileData(data) if self._chunker is not None:
+                self.digest.update(data)
                 for chunk in self._chunker.feed(data):
                     await self._send(chunk)
             case FileData(data):
+                self.digest.update(data)
                 self._head += data
                 await self._start(final=False)
             case FileEnd():
@@ -106,15 +117,12 @@ class CsvUpload:
 
     def _resolve_options(self, fields: Mapping[str, str]) -> None:
         """Options are complete when the file part starts: check them before reading it."""
-        given = {k: v for k, v in {**self.query, **fields}.items() if v != ""}
-        try:
-            self.options = CsvOptions.model_validate(given)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(map(str, error["loc"]))
-            got = excerpt(str(error["input"]))
-            raise InvalidInput(f"{where}: {error['msg']} (got {got!r})") from exc
+        self.options = options_of(self.query, fields)
         self.info = self.registry.resolve(self.options.model)
+
+    def fingerprint(self) -> str:
+        """The upload's identity for Idempotency-Key: the file's sha256 and the options."""
+        return _fingerprint(self.digest.digest(), self.options)
 
     async def _file_end(self) -> None:
         if self._chunker is None and not await self._start(final=True):
@@ -158,6 +166,9 @@ class CsvUpload:
         record = jobstore.new_record(
             self.job_id, kind="csv", model=self.info.name, n_rows=None, owner=self.owner
         )
+        if self.options.priority != "normal":
+            record["priority"] = self.options.priority
+        record.update(self._webhook)
         record.update(
             version=self.info.version,
             chunks_done="0",
@@ -176,6 +187,8 @@ class CsvUpload:
         if not self.stopped:
             await self.quotas.check_waiting_chunks(len(chunk.data))
             await self.quotas.add_results(self.owner, chunk.rows)
+        if self.before_chunk is not None:
+            await self.before_chunk(chunk.rows)
         kwargs = csvjobs.task_kwargs(
             self.job_id,
             chunk.index,
@@ -191,7 +204,8 @@ class CsvUpload:
             self.stopped = True
             return
         message_id = f"{self.job_id}.{chunk.index}"
-        await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>")
+        queue = queue_for(self.options.priority)
+        await self.publisher.send(SCORE_CHUNK, message_id, kwargs, f"<chunk {message_id}>", queue)
 
     async def _wait_for_room(self, index: int) -> None:
         """Hold the upload while too many chunks wait to be scored (bounds Redis memory)."""
@@ -231,6 +245,40 @@ class CsvUpload:
             n_rows=self._chunker.rows_total,
             location=f"/v1/jobs/{self.job_id}",
         )
+
+
+def options_of(query: Mapping[str, str], fields: Mapping[str, str]) -> CsvOptions:
+    """The upload's options: form fields over query parameters; `InvalidInput` naming a bad one."""
+    given = {k: v for k, v in {**query, **fields}.items() if v != ""}
+    try:
+        return CsvOptions.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        got = excerpt(str(error["input"]))
+        raise InvalidInput(f"{where}: {error['msg']} (got {got!r})") from exc
+
+
+async def fingerprint_upload(
+    content_type: str, body: AsyncIterator[bytes], query: Mapping[str, str]
+) -> str:
+    """Read an upload through only to fingerprint it (a duplicate of a bound Idempotency-Key)."""
+    form = FormReader(content_type, "file", CsvOptions.model_fields)
+    digest = hashlib.sha256()
+    options = CsvOptions()
+    async for block in body:
+        for event in form.feed(block):
+            match event:
+                case FileStart(fields):
+                    options = options_of(query, fields)
+                case FileData(data):
+                    digest.update(data)
+    form.finish()
+    return _fingerprint(digest.digest(), options)
+
+
+def _fingerprint(file_sha256: bytes, options: CsvOptions) -> str:
+    return fingerprint(file_sha256, orjson.dumps(options.model_dump(mode="json")))
 
 
 async def idle_bounded(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:

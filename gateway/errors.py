@@ -65,6 +65,7 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     response = problem(status, type(exc).__name__, exc.message, exc.details)
     if isinstance(exc, QueueUnavailable | RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
+    response.headers.update(exc.headers)
     return response
 
 

@@ -144,3 +144,13 @@ def answers(description: str, named: dict[str, Any]) -> dict[str, Any]:
     """An OpenAPI JSON response entry with several named examples."""
     values = {name: {"value": value} for name, value in named.items()}
     return {"description": description, "content": {"application/json": {"examples": values}}}
+
+
+EVENTS = (
+    "event: status\r\ndata: "
+    '{"job_id":"0b6f...","status":"running","kind":"csv","model":"demo",'
+    '"progress":{"rows_done":50000,"rows_total":200000,"percent":25.0}}'
+    "\r\nid: 4c1d2e0f9a8b7c6d\r\n\r\n: ping\r\n\r\n"
+)
+
+PAGE = {"jobs": [VIEW_CSV, VIEW_SUCCEEDED], "next_cursor": "MTc2NDU0ODgwMC4xMjN8MGI2Zg"}

@@ -13,16 +13,22 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics, traces
 from gateway.batcher import Batcher
+from gateway.callbacks import webhook_fields
 from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
-from gateway.csv_upload import CsvUpload
+from gateway.csv_upload import CsvUpload, fingerprint_upload, idle_bounded
 from gateway.events import JobEvents
+from gateway.idempotency import Idempotency, fingerprint
+from gateway.job_stream import JobStreams, Slot, StatusEvent
+from gateway.listing import JobListing
 from gateway.publisher import Publisher
 from gateway.quotas import Quotas
+from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
 from shared import jobstore, tracing
@@ -30,11 +36,27 @@ from shared.csvformat import parse_small
 from shared.errors import InvalidInput, JobConflict, QueueUnavailable
 from shared.registry import Registry
 from shared.replication import ReplicaWait
-from shared.schemas import CsvErrors, JobAccepted, JobResult, JobStatus, JobView, LineError
+from shared.schemas import (
+    CsvErrors,
+    JobAccepted,
+    JobPage,
+    JobResult,
+    JobStatus,
+    JobView,
+    LineError,
+)
 from shared.settings import Settings
-from shared.tasks import PREDICT_BATCH, PredictBatchKwargs
+from shared.tasks import PREDICT_BATCH, PredictBatchKwargs, queue_for
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submit's answer; `replayed` when an Idempotency-Key named a job created before."""
+
+    accepted: JobAccepted
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,10 @@ class Jobs:
         self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
         self.quotas = Quotas(redis, settings)
+        self.listing = JobListing(redis, settings.result_ttl)
+        self.idempotency = Idempotency(redis, settings.idempotency_ttl)
+        self.limits = RateLimiter(redis, settings)
+        self.streams = JobStreams(settings, self.store, events)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -71,8 +97,16 @@ class Jobs:
             max_wait=settings.batch_max_wait_ms / 1000,
         )
 
-    async def submit(self, rows: list[list[float]], model: str, owner: str) -> JobAccepted:
-        """Validate `rows` for `model`, record the job, enqueue it; returns the accepted job."""
+    async def submit(
+        self,
+        rows: list[list[float]],
+        model: str,
+        owner: str,
+        extra: Mapping[str, str] | None = None,
+        priority: str = "normal",
+    ) -> JobAccepted:
+        """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
+        returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         await self.quotas.add_results(owner, len(rows))
@@ -80,10 +114,13 @@ class Jobs:
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
+        record.update(extra or {})
+        if priority != "normal":  # the view reads a missing field as normal
+            record["priority"] = priority
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
         with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
-            await self.batcher.add(record, rows, f"{info.name}:{info.version}")
+            await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
             metrics.job_submitted(info.name, "json", len(rows))
             extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
             log.info("job submitted", extra={**extra, "rows": len(rows)})
@@ -95,32 +132,104 @@ class Jobs:
             location=f"/v1/jobs/{job_id}",
         )
 
+    async def submit_once(
+        self,
+        rows: list[list[float]],
+        model: str,
+        owner: str,
+        key: str | None,
+        priority: str = "normal",
+        callback_url: str | None = None,
+    ) -> Submitted:
+        """`submit`, at most once per `Idempotency-Key` (`key`) of this owner."""
+        extra = await webhook_fields(self.settings, callback_url)
+        if key is None:  # the hot path: no Redis round trip beyond the submit's own
+            await self.limits.take(owner, jobs=1, rows=len(rows))  # nothing when limits are off
+            return Submitted(await self.submit(rows, model, owner, extra, priority))
+        fp = fingerprint(
+            orjson.dumps(rows), model.encode(), priority.encode(), (callback_url or "").encode()
+        )
+        found = await self.idempotency.claim(owner, key, fp)
+        if found is not None:  # a replay costs no tokens: it creates nothing
+            return Submitted(self.idempotency.replay(found, fp), replayed=True)
+        try:
+            await self.limits.take(owner, jobs=1, rows=len(rows))
+            accepted = await self.submit(rows, model, owner, extra, priority)
+        except BaseException:
+            await asyncio.shield(self.idempotency.release(owner, key))
+            raise
+        await asyncio.shield(self.idempotency.bind(owner, key, fp, accepted))
+        return Submitted(accepted)
+
     async def submit_csv(
         self,
         content_type: str,
         body: AsyncIterator[bytes],
         owner: str,
         query: Mapping[str, str],
-    ) -> JobAccepted:
+        key: str | None = None,
+    ) -> Submitted:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
-        parameters (form fields sent before the file override them)."""
+        parameters (form fields sent before the file override them). With an Idempotency-Key
+        (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
         async with self.quotas.upload(owner):
-            upload = CsvUpload(
-                self.settings,
-                self.registry,
-                self.store,
-                self.chunks,
-                self.publisher,
-                self.quotas,
-                owner,
-                query,
-            )
-            with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
-                return await upload.run(content_type, body)
+            if key is None:
+                await self.limits.take(owner, jobs=1)
+                return Submitted(await self._run(self._upload(owner, query), content_type, body))
+            found = await self.idempotency.claim(owner, key)
+            if found is not None:  # read the duplicate through to compare it, creating nothing
+                idle = self.settings.upload_idle_timeout
+                fp = await fingerprint_upload(content_type, idle_bounded(body, idle), query)
+                return Submitted(self.idempotency.replay(found, fp), replayed=True)
+            upload = self._upload(owner, query, key)
+            try:
+                await self.limits.take(owner, jobs=1)
+                accepted = await self._run(upload, content_type, body)
+            except BaseException:
+                await asyncio.shield(self.idempotency.release(owner, key))
+                raise
+            await asyncio.shield(self.idempotency.bind(owner, key, upload.fingerprint(), accepted))
+            return Submitted(accepted)
+
+    @staticmethod
+    async def _run(upload: CsvUpload, content_type: str, body: AsyncIterator[bytes]) -> JobAccepted:
+        with tracing.span("mlqueue.submit", {tracing.JOB_KIND: "csv"}):  # job id: once known
+            return await upload.run(content_type, body)
+
+    def _upload(self, owner: str, query: Mapping[str, str], key: str | None = None) -> CsvUpload:
+        async def before_chunk(rows: int) -> None:
+            # The key's rows/s paces the upload; a long upload keeps its idempotency claim.
+            await self.limits.pace(owner, rows)
+            if key is not None:
+                await self.idempotency.refresh(owner, key)
+
+        hook = before_chunk if key is not None or self.limits.enabled else None
+        return CsvUpload(
+            self.settings,
+            self.registry,
+            self.store,
+            self.chunks,
+            self.publisher,
+            self.quotas,
+            owner,
+            query,
+            before_chunk=hook,
+        )
 
     async def get(self, job_id: str, owner: str) -> JobView:
         """The job's status, timestamps, model, row count, progress and error."""
         return await self.store.get(job_id, owner)
+
+    async def list_jobs(
+        self,
+        owner: str,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        kind: str | None = None,
+    ) -> JobPage:
+        """The owner's jobs, newest first, one page after `cursor` (from the previous page)."""
+        return await self.listing.page(owner, limit, cursor, status, kind)
 
     async def wait(
         self, job_id: str, owner: str, timeout: float
@@ -168,6 +277,16 @@ class Jobs:
                     await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
                 finished.clear()
 
+    async def open_events(
+        self, job_id: str, owner: str, last_event_id: str | None
+    ) -> tuple[AsyncIterator[StatusEvent], Slot]:
+        """The job's `status` events until it ends, and the stream's place among the owner's
+        (released when the stream ends; release it too if it is never iterated). 404 for an
+        unknown job and 429 at the bound, before anything is streamed."""
+        await self.store.get(job_id, owner)
+        slot = self.streams.acquire(owner)
+        return self.streams.stream(job_id, owner, last_event_id, slot), slot
+
     async def result(
         self, job_id: str, owner: str, wait: float = 0
     ) -> JobResult | CsvResult | JobView:
@@ -203,6 +322,35 @@ class Jobs:
         if view.kind == "csv":  # its chunks will not be scored: free their data now
             await self.chunks.purge(job_id)
         return view
+
+    async def retry(self, job_id: str, owner: str) -> JobAccepted:
+        """A new job with the rows and pinned model version of a failed or cancelled JSON job;
+        `JobConflict` for any other job (a CSV file is not kept: it must be uploaded again)."""
+        view, rows = await self.store.retry_input(job_id, owner)
+        if view.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise JobConflict(
+                f"job {job_id} is {view.status.value}: only failed or cancelled jobs can be "
+                "retried",
+                job_status=view.status.value,
+            )
+        if view.kind == "csv":
+            raise JobConflict(
+                f"job {job_id} is a CSV job: its file is not kept, upload it again "
+                "(POST /v1/jobs/csv)",
+                job_status=view.status.value,
+            )
+        if rows is None:
+            raise JobConflict(
+                f"job {job_id} has no rows kept to retry (it was enqueued directly with Celery)",
+                job_status=view.status.value,
+            )
+        spec = f"{view.model}:{view.version}" if view.version else view.model
+        await self.limits.take(owner, jobs=1, rows=len(rows))
+        accepted = await self.submit(
+            rows, spec, owner, {"retry_of": job_id}, priority=view.priority
+        )
+        log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
+        return accepted
 
     async def errors(
         self, job_id: str, owner: str, cursor: str | None = None, limit: int = MAX_ERRORS_LISTED
@@ -246,6 +394,8 @@ class Jobs:
         """Send what the batcher holds and wait for every send in flight."""
         await self.batcher.close()
 
-    async def _publish_batch(self, message_id: str, message: PredictBatchKwargs) -> None:
+    async def _publish_batch(
+        self, message_id: str, message: PredictBatchKwargs, queue: str
+    ) -> None:
         summary = f"<{len(message['jobs'])} jobs>"
-        await self.publisher.send(PREDICT_BATCH, message_id, message, summary)
+        await self.publisher.send(PREDICT_BATCH, message_id, message, summary, queue)

@@ -24,10 +24,15 @@ class Publisher(Protocol):
     """Sends one task message; raises `QueueUnavailable` when the broker cannot take it."""
 
     async def send(
-        self, task: str, message_id: str, kwargs: Mapping[str, Any], summary: str
+        self,
+        task: str,
+        message_id: str,
+        kwargs: Mapping[str, Any],
+        summary: str,
+        queue: str = QUEUE,
     ) -> None:
-        """Send `task` with `kwargs` as message `message_id`; `summary` stands in for the
-        arguments wherever Celery would show them (monitoring tools, logs)."""
+        """Send `task` with `kwargs` as message `message_id` to `queue` (its priority);
+        `summary` stands in for the arguments wherever Celery would show them."""
 
 
 class CeleryPublisher:
@@ -37,7 +42,12 @@ class CeleryPublisher:
         self.celery = celery
 
     async def send(
-        self, task: str, message_id: str, kwargs: Mapping[str, Any], summary: str
+        self,
+        task: str,
+        message_id: str,
+        kwargs: Mapping[str, Any],
+        summary: str,
+        queue: str = QUEUE,
     ) -> None:
         """Publish off the event loop: kombu publishes synchronously."""
         try:
@@ -46,7 +56,7 @@ class CeleryPublisher:
                 task,
                 kwargs=kwargs,
                 task_id=message_id,
-                queue=QUEUE,
+                queue=queue,
                 # Celery would otherwise build a repr of every row for its message headers: CPU
                 # spent for nothing, and row data shown in monitoring tools.
                 argsrepr="()",

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from shared import jobstore
+from shared import jobstore, webhooks
 from shared.errors import JobNotFound
 from shared.redisio import text
 from shared.replication import ReplicaWait
@@ -45,13 +45,23 @@ class JobStore:
         hence one per micro-batch)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
+            # The listing index rides in the same round trip (no cost on the submit path).
+            indexed: dict[str, dict[str, float]] = {}
             for record in records:
+                index = indexed.setdefault(jobstore.owner_index_key(record["owner"]), {})
+                index[record["id"]] = float(record["created_at"])
                 key = jobstore.job_key(record["id"])
                 pipe.hset(key, mapping=record)  # type: ignore[arg-type]
                 if outbox and record["id"] in outbox:
                     spec, rows = outbox[record["id"]]
                     pipe.hset(key, mapping={"spec": spec, "rows": rows})
                 pipe.expire(key, self.ttl)
+            for index_key, members in indexed.items():
+                pipe.zadd(index_key, members)
+                pipe.expire(index_key, self.ttl)
+            callbacks = {r["id"]: now for r in records if r.get("callback_url")}
+            if callbacks:  # a worker's sweep delivers their webhooks once they finish
+                pipe.zadd(webhooks.DUE, callbacks)
             if outbox:
                 pipe.zadd(jobstore.PENDING, dict.fromkeys(outbox, now))
                 pipe.expire(jobstore.PENDING, self.ttl)
@@ -78,6 +88,14 @@ class JobStore:
         fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "result"))
         raw = fields.pop("result", None)
         return jobstore.to_view(job_id, fields), (orjson.loads(raw) if raw else None)
+
+    async def retry_input(
+        self, job_id: str, owner: str
+    ) -> tuple[JobView, list[list[float]] | None]:
+        """The job's view and the rows it was submitted with, while they are kept."""
+        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "rows"))
+        rows = jobstore.input_rows(fields)
+        return jobstore.to_view(job_id, fields), rows
 
     async def cancel(self, job_id: str, owner: str) -> JobStatus:
         """Cancel a live job; returns the status it had before (final ones are left alone)."""

@@ -9,7 +9,7 @@ from kombu.entity import Queue
 
 from shared.redis_clients import celery_redis
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE
+from shared.tasks import DELIVER_WEBHOOK, PREDICT, QUEUE, WEBHOOK_QUEUE, WORKER_QUEUES
 
 
 def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
@@ -37,6 +37,9 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
             # A worker killed while holding the restore lock would otherwise block every
             # redelivery for kombu's default of 300 s.
             "unacked_mutex_expire": max(10, settings.visibility_timeout),
+            # Priorities are queues: poll them always in QUEUES order (high, normal, low)
+            # instead of kombu's default round robin, which would serve low as often as high.
+            "queue_order_strategy": "priority",
             **redis.broker_options,
         },
         result_backend_transport_options={
@@ -50,8 +53,11 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_default_queue=QUEUE,
-        task_queues=[Queue(QUEUE)],
-        task_routes={PREDICT: {"queue": QUEUE}},
+        task_queues=[Queue(name) for name in WORKER_QUEUES],
+        task_routes={
+            PREDICT: {"queue": QUEUE},
+            DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE},
+        },
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -5,10 +5,11 @@ ServiceError
 ├── MalformedRequest    a body that cannot be parsed at all (a broken multipart form)
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
+│   └── RequestInProgress   a request with the same Idempotency-Key is still running
 ├── ModelNotFound       no such model or version in the registry
 ├── ModelError          the artifact cannot be trusted or loaded
 ├── UploadStalled       an upload sent nothing for too long
-├── RateLimited         an API key is over one of its limits (retry after a while)
+├── RateLimited         an API key is over one of its limits or quotas (retry after a while)
 └── QueueUnavailable    Redis or the broker cannot be reached, or the queue is full
     └── NotReplicated   no Redis replica confirmed a write in time (Sentinel deployments)
 """
@@ -25,6 +26,11 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer must carry (Retry-After, rate-limit fields)."""
+        return {}
 
 
 class InvalidInput(ServiceError):
@@ -43,6 +49,14 @@ class JobConflict(ServiceError):
     """Raised when a job's state does not allow the request (cancel a finished job, ...)."""
 
 
+class RequestInProgress(JobConflict):
+    """Raised when a request with the same Idempotency-Key has not finished yet."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class ModelNotFound(ServiceError):
     """Raised when a model name or version is not in the registry."""
 
@@ -56,11 +70,24 @@ class UploadStalled(ServiceError):
 
 
 class RateLimited(ServiceError):
-    """Raised when an API key holds too many uploads or long polls, or too many stored bytes."""
+    """Raised when an API key holds too many uploads, long polls or event streams, too many
+    stored bytes, or has spent its rate-limit tokens; `fields` are extra answer headers
+    (`RateLimit`, `RateLimit-Policy`, a precise `Retry-After`)."""
 
-    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: int = 5,
+        fields: dict[str, str] | None = None,
+        **details: Any,
+    ) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+        self.fields = fields or {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.fields
 
 
 class QueueUnavailable(ServiceError):

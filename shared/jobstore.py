@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from shared.redisio import Arg, ScriptCall, text
-from shared.schemas import JobError, JobStatus, JobView, Progress
+from shared.schemas import JobError, JobStatus, JobView, Progress, WebhookState
 
 PREFIX: Final = "mlqueue"
 EVENTS: Final = f"{PREFIX}:events"  # messages: one job id, or several separated by newlines
@@ -38,11 +38,19 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def owner_index_key(owner: str) -> str:
+    """The sorted set of an owner's gateway jobs (job id -> creation time), for listing.
+    Jobs enqueued directly with Celery have no owner and are not indexed."""
+    return f"{PREFIX}:owner:{owner or '-'}:jobs"
+
+
 # KEYS[1] job, KEYS[2] the outbox, KEYS[3] running; ARGV: now, ttl, job id, max attempts,
 # channel, then field/value pairs to set when the record is missing. Returns the status the
 # caller should act on: "running" to go on, anything else to stop. A started job leaves the
 # outbox: its message has arrived. Every start counts as an attempt: past the maximum (a job
 # whose outcome could never be stored, redelivered again and again) the job fails instead.
+# A gateway job's `rows`/`spec` stay on the record: the reaper re-sends a stuck running job from
+# them, and a failed or cancelled job can be retried from them (FINISH drops them on success).
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -59,7 +67,6 @@ if attempts > tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1],
     'error_type', 'TooManyAttempts', 'error', 'the job was started ' .. (attempts - 1) ..
     ' times and its outcome never stored (a worker or Redis failed each time); giving up')
-  redis.call('HDEL', KEYS[1], 'rows', 'spec')
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('PUBLISH', ARGV[5], ARGV[3])
   return 'failed'
@@ -72,15 +79,18 @@ return 'running'
 
 # KEYS[1] job, KEYS[2] running; ARGV: now, ttl, final status, channel ("" = the caller
 # publishes), job id, then field/value pairs. Writes only over a live job, so a duplicate cannot
-# change a finished one. An ended job needs its rows no more.
+# change a finished one. A succeeded job needs its rows no more; a failed one keeps them for a
+# retry (the reaper reads only running jobs, the resender only queued ones).
 FINISH = """
-redis.call('HDEL', KEYS[1], 'rows', 'spec')
 redis.call('ZREM', KEYS[2], ARGV[5])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   return status
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
+if ARGV[3] == 'succeeded' then
+  redis.call('HDEL', KEYS[1], 'rows', 'spec')  -- only failed or cancelled jobs can be retried
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -92,8 +102,8 @@ return ARGV[3]
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
+  -- The rows stay (until the record expires) so that the job can be retried.
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'rows', 'spec')
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return status
@@ -150,6 +160,13 @@ def status_of(reply: object) -> JobStatus:
     return JobStatus(text(reply))
 
 
+def input_rows(fields: Mapping[str, Any]) -> list[list[float]] | None:
+    """A JSON job's rows as kept on its record (`rows`, until it succeeds); None once it
+    succeeded or for jobs that never had any (CSV, direct tasks)."""
+    raw = fields.get("rows")
+    return orjson.loads(raw) if raw else None
+
+
 def previous_status(reply: object) -> JobStatus | None:
     """The status a `CANCEL` call found: None when the job does not exist."""
     return JobStatus(text(reply)) if reply else None
@@ -179,6 +196,11 @@ VIEW_FIELDS: Final = (
     "chunks_done",
     "chunks_total",
     "rows_skipped",
+    "retry_of",
+    "priority",
+    "webhook_state",
+    "webhook_attempts",
+    "webhook_last_status",
 )
 
 
@@ -217,6 +239,20 @@ def to_view(job_id: str, values: Mapping[str, Any]) -> JobView:
         finished_at=_time(f.get("finished_at")),
         error=error,
         progress=_progress(f),
+        retry_of=f.get("retry_of"),
+        priority=f.get("priority", "normal"),
+        webhook=_webhook(f),
+    )
+
+
+def _webhook(f: Mapping[str, str]) -> WebhookState | None:
+    if "webhook_state" not in f:
+        return None
+    last = f.get("webhook_last_status")
+    return WebhookState(
+        state=f["webhook_state"],
+        attempts=int(f.get("webhook_attempts", 0)),
+        last_status=int(last) if last else None,
     )
 
 

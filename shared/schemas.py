@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.features import FLOAT32_MAX, value_problem
+from shared.tasks import Priority
 
 
 def _feature(value: float) -> float:
@@ -40,6 +41,14 @@ Row = list[Feature]
 # A model spec: "name" or "name:version". No leading dot: ".." must never reach a path (the
 # registry refuses it as well).
 MODEL_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$"
+
+CallbackUrl = Annotated[
+    str | None,
+    Field(
+        max_length=2000,
+        description="http(s) URL POSTed once the job has finished (signed: Mlqueue-Signature).",
+    ),
+]
 
 ModelSpec = Annotated[
     str,
@@ -90,6 +99,8 @@ class PredictRequest(BaseModel):
 
     data: list[Row] = Field(min_length=1, description="Rows of feature values, one per sample.")
     model: ModelSpec = "default"
+    priority: Priority = Field("normal", description="Workers take high before normal before low.")
+    callback_url: CallbackUrl = None
 
 
 class CsvOptions(BaseModel):
@@ -103,6 +114,8 @@ class CsvOptions(BaseModel):
         "fail", description="Fail the job, or skip bad lines."
     )
     ignore_extra: bool = Field(False, description="Allow columns the model does not use.")
+    priority: Priority = Field("normal", description="Workers take high before normal before low.")
+    callback_url: CallbackUrl = None
 
 
 class LegacyPredictRequest(BaseModel):
@@ -137,6 +150,16 @@ class Progress(BaseModel):
     rows_skipped: int = 0
 
 
+class WebhookState(BaseModel):
+    """Where a job's completion webhook stands."""
+
+    state: str = Field(description='"pending", "retrying", "delivered" or "failed".')
+    attempts: int = 0
+    last_status: int | None = Field(
+        None, description="The receiver's last HTTP status (0: no answer)."
+    )
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -151,6 +174,9 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     error: JobError | None = None
     progress: Progress | None = None
+    retry_of: str | None = Field(None, description="The job this one retries, if any.")
+    priority: Priority = "normal"
+    webhook: WebhookState | None = None
 
 
 class JobAccepted(BaseModel):
@@ -206,6 +232,15 @@ class Problem(BaseModel):
     status: int
     detail: str
     extra: dict[str, Any] | None = None
+
+
+class JobPage(BaseModel):
+    """One page of the caller's jobs, newest first."""
+
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last one."
+    )
 
 
 class LineError(BaseModel):

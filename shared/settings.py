@@ -9,10 +9,43 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RateLimit(BaseModel):
+    """One API key's budget: token buckets refilled at `*_per_second`, holding `*_burst` tokens
+    (0: one second's worth). A rate of 0 means no limit on that count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jobs_per_second: float = Field(0.0, ge=0)
+    jobs_burst: float = Field(0.0, ge=0)
+    rows_per_second: float = Field(0.0, ge=0)
+    rows_burst: float = Field(0.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any bucket limits anything."""
+        return self.jobs_per_second > 0 or self.rows_per_second > 0
+
+    def jobs_burst_size(self) -> float:
+        """The jobs bucket's capacity."""
+        return self.jobs_burst or max(1.0, self.jobs_per_second)
+
+    def rows_burst_size(self) -> float:
+        """The rows bucket's capacity."""
+        return self.rows_burst or max(1.0, self.rows_per_second)
 
 
 class Settings(BaseSettings):
@@ -162,6 +195,62 @@ class Settings(BaseSettings):
     """Bytes of CSV chunks stored in Redis and not yet scored, all keys together; past it an
     upload (new, or one going on) is a 503 with `Retry-After` so that Redis keeps room."""
 
+    # --- Job API (issue 14) ---------------------------------------------------------------
+    idempotency_ttl: int = Field(86_400, ge=60)
+    """Seconds an `Idempotency-Key` stays bound to the job it created (per API key); a retry
+    with the same key and body within it gets the original 202 again instead of a second job."""
+    rate_limit_jobs_per_second: float = Field(0.0, ge=0)
+    """Jobs each API key may submit per second (a token bucket in Redis shared by every gateway
+    process); over it a submit gets 429 with `Retry-After`. 0: no limit (the default)."""
+    rate_limit_jobs_burst: float = Field(0.0, ge=0)
+    """Jobs a key may submit at once before the per-second rate applies; 0: one second's worth."""
+    rate_limit_rows_per_second: float = Field(0.0, ge=0)
+    """Rows each API key may submit per second (JSON rows at submit: 429 over it; a CSV upload is
+    slowed down to it chunk by chunk instead). 0: no limit (the default)."""
+    rate_limit_rows_burst: float = Field(0.0, ge=0)
+    """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
+    A job with more rows than this waits for a full bucket."""
+    max_event_streams_per_key: int = Field(16, ge=1)
+    """Open `GET /v1/jobs/{id}/events` streams one API key may hold per gateway process; one
+    more is a 429 (a stream holds a connection for as long as its job runs)."""
+    events_poll_seconds: float = Field(0.5, gt=0)
+    """How often an event stream re-reads its job between wakeups (progress and the start of a
+    job are not published; the end is, and is sent at once)."""
+    events_heartbeat_seconds: float = Field(15.0, gt=0)
+    """Seconds between comment lines on an idle event stream, so that proxies keep it open."""
+    events_max_seconds: float = Field(3600.0, gt=0)
+    """Longest life of one event stream; the client reconnects with `Last-Event-ID`."""
+    webhook_secret: SecretStr | None = None
+    """Key of the `Mlqueue-Signature` HMAC on completion webhooks; unset: `callback_url` is
+    refused (422), since an unsigned callback cannot be trusted by its receiver."""
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Callback hosts allowed although they resolve to loopback, private or link-local
+    addresses (JSON list or comma-separated), e.g. an internal receiver; all others are refused."""
+    webhook_max_attempts: int = Field(10, ge=1)
+    """Deliveries tried per webhook before it is given up (state `failed`)."""
+    webhook_backoff_seconds: float = Field(30.0, gt=0)
+    """Wait before the second attempt; doubled after each failure, +/- 20 % jitter (10 attempts
+    from 30 s span about 4 h)."""
+    webhook_timeout: float = Field(5.0, gt=0)
+    """Seconds a receiver has to answer one delivery."""
+    webhook_max_data_bytes: int = Field(65_536, ge=0)
+    """A JSON job's predictions ride in its webhook (`data`) while their JSON is at most this
+    long; larger ones are fetched from `result_url`."""
+    rate_limit_overrides: dict[str, RateLimit] = {}
+    """Per-key limits replacing the four above, as JSON: the key's owner id (the first 16 hex
+    digits of its digest in `api_keys`) -> `{"jobs_per_second", "jobs_burst",
+    "rows_per_second", "rows_burst"}`; e.g. `{"0123456789abcdef": {"jobs_per_second": 1000}}`."""
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = orjson.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _parse_digests(cls, value: object, info: ValidationInfo) -> object:
@@ -207,6 +296,15 @@ class Settings(BaseSettings):
                 f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.visibility_timeout}"
             )
         return self
+
+    def rate_limit(self) -> RateLimit:
+        """The default per-key limits."""
+        return RateLimit(
+            jobs_per_second=self.rate_limit_jobs_per_second,
+            jobs_burst=self.rate_limit_jobs_burst,
+            rows_per_second=self.rate_limit_rows_per_second,
+            rows_burst=self.rate_limit_rows_burst,
+        )
 
     @model_validator(mode="after")
     def _replica_wait_fits_the_redis_timeout(self) -> Settings:

@@ -1,6 +1,10 @@
 """The public Celery task contract. Names here are stable: other services enqueue by them.
 
-`mlqueue.predict` (queue `mlqueue`, public)
+Priorities are queues: `mlqueue.high`, `mlqueue` (normal) and `mlqueue.low`. Workers consume all
+three and always take from the first non-empty one in that order; a direct enqueuer picks the
+priority by the queue it sends to (`queue_for("high")`), and a message sent without one is normal.
+
+`mlqueue.predict` (queue `mlqueue`, or `mlqueue.high` / `mlqueue.low`; public)
     kwargs: `PredictKwargs`: `rows: list[list[float]]`, `model: str = "default"`
     returns: `{"predictions": [float, ...], "model": "<name>", "version": "<v>"}`
     fails with `InvalidInput` (bad rows), `ModelNotFound` or `ModelError`.
@@ -23,9 +27,24 @@ can import `PredictKwargs` (this module needs nothing beyond the standard librar
 static types only: the worker still validates what it receives, since anyone may send a task.
 """
 
-from typing import Final, NotRequired, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict
 
-QUEUE: Final = "mlqueue"
+QUEUE: Final = "mlqueue"  # normal priority, and every message that names no queue
+QUEUE_HIGH: Final = "mlqueue.high"
+QUEUE_LOW: Final = "mlqueue.low"
+QUEUES: Final = (QUEUE_HIGH, QUEUE, QUEUE_LOW)  # in the order workers take from them
+Priority = Literal["high", "normal", "low"]
+WEBHOOK_QUEUE: Final = "mlqueue.webhooks"  # deliveries only: internal, see shared.webhooks
+DELIVER_WEBHOOK: Final = "mlqueue.deliver_webhook"
+WORKER_QUEUES: Final = (*QUEUES, WEBHOOK_QUEUE)  # what `celery worker -Q` consumes, in order
+PRIORITIES: Final[dict[str, str]] = {"high": QUEUE_HIGH, "normal": QUEUE, "low": QUEUE_LOW}
+
+
+def queue_for(priority: str) -> str:
+    """The queue of a priority ("high", "normal" or "low")."""
+    return PRIORITIES[priority]
+
+
 PREDICT: Final = "mlqueue.predict"
 PREDICT_BATCH: Final = "mlqueue.predict_batch"
 SCORE_CHUNK: Final = "mlqueue.score_chunk"

@@ -1,4 +1,4 @@
-"""The worker's Celery app: `celery -A worker.celery_app worker -Q mlqueue`."""
+"""The worker's Celery app: `celery -A worker.celery_app worker -Q <shared.tasks.QUEUES>`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from shared.logs import configure_logging
 from shared.redis_clients import sync_redis
 from shared.replication import ReplicaWait
 from shared.settings import get_settings
-from shared.tasks import QUEUE
 from worker import failover, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 from worker.reaper import Reaper
 from worker.resender import Resender
+from worker.webhooks import WebhookSweep
 
 kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks"])
+app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks"])
 _heartbeat: Heartbeat | None = None
 _recorder: JobRecorder | None = None
 
@@ -73,19 +73,25 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
         interval=settings.heartbeat_interval,
     )
     takeover = failover.install(redis, sender.hostname, settings.heartbeat_interval)
-    chores = [lambda: resender.sweep(before=takeover.died_before()), takeover.sweep, reaper.sweep]
+    deliveries = WebhookSweep(redis, _resend, settings.heartbeat_interval)
+    chores = [
+        lambda: resender.sweep(before=takeover.died_before()),
+        takeover.sweep,
+        reaper.sweep,
+        deliveries.sweep,
+    ]
     _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)
 
 
-def _resend(task: str, message_id: str, kwargs: Mapping[str, Any]) -> None:
+def _resend(task: str, message_id: str, kwargs: Mapping[str, Any], queue: str) -> None:
     # No repr of rows in the message headers (CPU, and row data in monitoring tools).
     app.send_task(
         task,
         kwargs=kwargs,
         task_id=message_id,
-        queue=QUEUE,
+        queue=queue,
         argsrepr="()",
         kwargsrepr="<re-sent>",
     )

@@ -29,7 +29,7 @@ from celery import signals
 from redis import Redis, RedisError
 
 from shared.jobstore import PREFIX, WORKERS
-from shared.tasks import QUEUE
+from shared.tasks import WORKER_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,12 @@ class Failover:
 def _requeued(entry: bytes) -> tuple[str, bytes]:
     """The list to push an unacked entry's message onto, and the message, marked redelivered.
 
-    What kombu's own restore does; a message not routed to the mlqueue queue goes to a list no
-    worker reads, so it is left alone (the visibility timeout restores it as before).
+    What kombu's own restore does, back onto its own queue (a priority's, or the webhooks'); a
+    message routed to no queue the workers consume goes to a list no worker reads, so it is left
+    alone (the visibility timeout restores it as before).
     """
     message, _exchange, routing_key = orjson.loads(entry)
-    if routing_key != QUEUE:
+    if routing_key not in WORKER_QUEUES:
         return "", b""
     message.setdefault("headers", {})["redelivered"] = True
     message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
@@ -214,7 +215,7 @@ def _requeued(entry: bytes) -> tuple[str, bytes]:
     except (TypeError, ValueError):
         priority = 0
     step = max(s for s in PRIORITY_STEPS if s <= priority)
-    queue = f"{QUEUE}{PRIORITY_SEP}{step}" if step else QUEUE
+    queue = f"{routing_key}{PRIORITY_SEP}{step}" if step else routing_key
     return queue, orjson.dumps(message)
 
 

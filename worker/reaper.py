@@ -24,7 +24,13 @@ from redis import Redis
 from shared import csvjobs, jobstore
 from shared.jobstore import TOO_MANY_ATTEMPTS
 from shared.redisio import text
-from shared.tasks import PREDICT_BATCH, SCORE_CHUNK, PredictBatchKwargs, ScoreChunkKwargs
+from shared.tasks import (
+    PREDICT_BATCH,
+    SCORE_CHUNK,
+    PredictBatchKwargs,
+    ScoreChunkKwargs,
+    queue_for,
+)
 from worker.chunk_store import ChunkRecorder
 from worker.jobs import JobRecorder
 from worker.resender import MAX_PER_SWEEP, Send
@@ -65,8 +71,8 @@ class Reaper:
     def _jobs(self, cutoff: float) -> int:
         acted = 0
         for job_id in self._stale(jobstore.RUNNING, cutoff):
-            status, spec, rows, attempts = self.redis.hmget(
-                jobstore.job_key(job_id), ["status", "spec", "rows", "attempts"]
+            status, spec, rows, attempts, priority = self.redis.hmget(
+                jobstore.job_key(job_id), ["status", "spec", "rows", "attempts", "priority"]
             )
             if status != b"running":
                 self.redis.zrem(jobstore.RUNNING, job_id)  # ended (or expired) meanwhile
@@ -82,7 +88,8 @@ class Reaper:
                     "jobs": [{"id": job_id, "rows": orjson.loads(rows)}],
                     "model": text(spec),
                 }
-                self.send(PREDICT_BATCH, str(uuid.uuid4()), message)
+                queue = queue_for(text(priority) or "normal")  # the job's own priority
+                self.send(PREDICT_BATCH, str(uuid.uuid4()), message, queue)
                 self.redis.zadd(jobstore.RUNNING, {job_id: time.time()})
                 _log("re-sent a job stuck running", job_id, tries)
         return acted
@@ -92,7 +99,9 @@ class Reaper:
         for member in self._stale(csvjobs.RUNNING_CHUNKS, cutoff):
             job_id, _, index = member.rpartition(":")
             key = jobstore.job_key(job_id)
-            status, attempts = self.redis.hmget(key, ["status", f"attempts:{index}"])
+            status, attempts, priority = self.redis.hmget(
+                key, ["status", f"attempts:{index}", "priority"]
+            )
             scored = self.redis.sismember(csvjobs.done_key(job_id), index)
             if status not in (b"queued", b"running") or scored:
                 self.redis.zrem(csvjobs.RUNNING_CHUNKS, member)
@@ -106,7 +115,8 @@ class Reaper:
                 self.chunks.fail(job_id, "ChunkLost", f"chunk {index}: {_LOST}", [])
             else:
                 message: ScoreChunkKwargs = orjson.loads(kwargs)
-                self.send(SCORE_CHUNK, f"{job_id}.{index}", message)
+                queue = queue_for(text(priority) or "normal")
+                self.send(SCORE_CHUNK, f"{job_id}.{index}", message, queue)
                 self.redis.zadd(csvjobs.RUNNING_CHUNKS, {member: time.time()})
                 _log("re-sent a chunk stuck running", job_id, tries, chunk=int(index))
             if tries >= self.max_attempts or not kwargs:

@@ -6,7 +6,8 @@ between the two, the message is gone and its job would wait until it expires. So
 keeps what it takes to send a message again until a worker begins it: a JSON job's rows in its
 record (outbox `shared.jobstore.PENDING`), a CSV chunk's task arguments beside its data (outbox
 `shared.csvjobs.PENDING_CHUNKS`). This sweep re-sends what has waited far longer than any message
-can legitimately stay unacknowledged. It only acts when the queue is empty, so work that is
+can legitimately stay unacknowledged, to the queue of the job's priority. It only acts when every
+queue is empty, so work that is
 merely waiting behind a backlog is never sent twice; and anything sent twice anyway is harmless,
 because a started job or a scored chunk is skipped (final states are sticky).
 """
@@ -27,18 +28,19 @@ from shared import csvjobs, jobstore
 from shared.redisio import text
 from shared.tasks import (
     PREDICT_BATCH,
-    QUEUE,
+    QUEUES,
     SCORE_CHUNK,
     BatchJob,
     PredictBatchKwargs,
     ScoreChunkKwargs,
+    queue_for,
 )
 
 log = logging.getLogger(__name__)
 LOCK = f"{jobstore.PREFIX}:resend-lock"
 MAX_PER_SWEEP = 500
 
-Send = Callable[[str, str, Mapping[str, Any]], None]  # task name, message id, kwargs
+Send = Callable[[str, str, Mapping[str, Any], str], None]  # task name, message id, kwargs, queue
 
 
 class Resender:
@@ -59,7 +61,7 @@ class Resender:
         lock_seconds = max(1, round(self.interval))
         if not self.redis.set(LOCK, "1", nx=True, ex=lock_seconds):
             return 0  # another worker swept just now
-        if self.redis.llen(QUEUE):
+        if any(self.redis.llen(queue) for queue in QUEUES):
             return 0  # what is pending may just be waiting behind these messages
         cutoff = max(time.time() - self.grace, before or 0.0)
         resent = self._jobs(cutoff) + self._chunks(cutoff)
@@ -68,18 +70,19 @@ class Resender:
         return resent
 
     def _jobs(self, cutoff: float) -> int:
-        batches: defaultdict[str, list[BatchJob]] = defaultdict(list)
+        batches: defaultdict[tuple[str, str], list[BatchJob]] = defaultdict(list)
         for job_id in self._stale(jobstore.PENDING, cutoff):
-            status, spec, rows = self.redis.hmget(
-                jobstore.job_key(job_id), ["status", "spec", "rows"]
+            status, spec, rows, priority = self.redis.hmget(
+                jobstore.job_key(job_id), ["status", "spec", "rows", "priority"]
             )
             if status != b"queued" or not spec or not rows:
                 self.redis.zrem(jobstore.PENDING, job_id)  # started, cancelled or expired
                 continue
-            batches[text(spec)].append({"id": job_id, "rows": orjson.loads(rows)})
-        for spec, jobs in batches.items():
+            key = (text(spec), text(priority) or "normal")
+            batches[key].append({"id": job_id, "rows": orjson.loads(rows)})
+        for (spec, priority), jobs in batches.items():
             message: PredictBatchKwargs = {"jobs": jobs, "model": spec}
-            self.send(PREDICT_BATCH, str(uuid.uuid4()), message)
+            self.send(PREDICT_BATCH, str(uuid.uuid4()), message, queue_for(priority))
             self.redis.zadd(jobstore.PENDING, {job["id"]: time.time() for job in jobs})
         return sum(len(jobs) for jobs in batches.values())
 
@@ -87,13 +90,15 @@ class Resender:
         resent = 0
         for member in self._stale(csvjobs.PENDING_CHUNKS, cutoff):
             job_id, _, index = member.rpartition(":")
-            status = self.redis.hget(jobstore.job_key(job_id), "status")
+            status, priority = self.redis.hmget(jobstore.job_key(job_id), ["status", "priority"])
             kwargs = self.redis.get(csvjobs.msg_key(job_id, int(index)))
             if status not in (b"queued", b"running") or not kwargs:
                 self.redis.zrem(csvjobs.PENDING_CHUNKS, member)  # begun, ended or expired
                 continue
             message: ScoreChunkKwargs = orjson.loads(kwargs)  # as the gateway stored it
-            self.send(SCORE_CHUNK, f"{job_id}.{index}", message)
+            self.send(
+                SCORE_CHUNK, f"{job_id}.{index}", message, queue_for(text(priority) or "normal")
+            )
             self.redis.zadd(csvjobs.PENDING_CHUNKS, {member: time.time()})
             resent += 1
         return resent

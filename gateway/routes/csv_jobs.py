@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
-from gateway.routes.jobs import PROBLEMS, JobId
+from gateway.routes.jobs import PROBLEMS, IdempotencyKey, JobId, accepted
 from shared.schemas import MODEL_PATTERN, CsvErrors, JobAccepted, Problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -29,6 +29,8 @@ UPLOAD_BODY: dict[str, Any] = {
                         "id_column": {"type": "string", "description": "Sent before `file`."},
                         "on_error": {"type": "string", "enum": ["fail", "skip"]},
                         "ignore_extra": {"type": "boolean"},
+                        "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                        "callback_url": {"type": "string", "description": "Sent before `file`."},
                         "file": {"type": "string", "format": "binary"},
                     },
                 },
@@ -47,8 +49,9 @@ UPLOAD_BODY: dict[str, Any] = {
     responses={
         202: ex.answer("Accepted: poll `Location` for progress.", ex.CSV_ACCEPTED),
         413: {"model": Problem, "description": "The upload exceeds MLQUEUE_MAX_UPLOAD_BYTES."},
+        409: {"model": Problem, "description": "The same Idempotency-Key is uploading now."},
         415: {"model": Problem, "description": "The body is not multipart/form-data."},
-        **{k: PROBLEMS[k] for k in (422, 503)},
+        **{k: PROBLEMS[k] for k in (422, 429, 503)},
     },
     dependencies=[QueueHasRoom],
 )
@@ -70,18 +73,21 @@ async def submit_csv(
     ] = None,
     on_error: Annotated[Literal["fail", "skip"] | None, Query(description="Bad lines.")] = None,
     ignore_extra: Annotated[bool | None, Query(description="Allow unknown columns.")] = None,
+    priority: Annotated[
+        Literal["high", "normal", "low"] | None, Query(description="Queue priority.")
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Stream a CSV file in and score it in chunks; form fields (sent before `file`) or query
     parameters set the options. Header errors are a 422 at once; bad data lines fail the job
     with their line and column (or are skipped and reported with `on_error=skip`)."""
-    given = {"model": model, "id_column": id_column, "on_error": on_error}
+    given = {"model": model, "id_column": id_column, "on_error": on_error, "priority": priority}
     query = {k: v for k, v in given.items() if v is not None}
     if ignore_extra is not None:
         query["ignore_extra"] = str(ignore_extra)
     content_type = request.headers.get("content-type", "")
-    accepted = await jobs.submit_csv(content_type, request.stream(), owner, query)
-    response.headers["Location"] = accepted.location
-    return accepted
+    submitted = await jobs.submit_csv(content_type, request.stream(), owner, query, idempotency_key)
+    return accepted(submitted, response)
 
 
 @router.get(

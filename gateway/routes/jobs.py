@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from gateway import examples as ex
-from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
-from gateway.jobs import CsvResult
-from shared.schemas import JobAccepted, JobResult, JobView, PredictRequest, Problem
+from gateway.deps import JobsDep, OwnerDep, QueueHasRoom, StateDep
+from gateway.idempotency import KEY_PATTERN
+from gateway.jobs import CsvResult, Submitted
+from shared.schemas import (
+    JobAccepted,
+    JobPage,
+    JobResult,
+    JobStatus,
+    JobView,
+    PredictRequest,
+    Problem,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=KEY_PATTERN,
+        description="1-255 visible ASCII characters: a retry with the same key and body gets "
+        "the original answer (with `Idempotent-Replayed: true`) instead of a second job.",
+    ),
+]
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="The id returned at submit.")]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {
@@ -26,6 +47,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
             "Invalid rows, naming row and column.",
             ex.problem(422, "InvalidInput", "row 0 has 3 features, expected 10"),
         ),
+    },
+    429: {
+        "model": Problem,
+        "description": "The API key is over its rate limit: see `Retry-After`, `RateLimit` and "
+        "`RateLimit-Policy`.",
     },
     503: {
         "model": Problem,
@@ -42,7 +68,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     status_code=202,
     responses={
         202: ex.answer("Accepted: poll `Location`.", ex.ACCEPTED),
-        **{k: PROBLEMS[k] for k in (422, 503)},
+        409: {"model": Problem, "description": "A request with this Idempotency-Key is running."},
+        **{k: PROBLEMS[k] for k in (422, 429, 503)},
     },
     dependencies=[QueueHasRoom],
 )
@@ -51,11 +78,42 @@ async def submit_job(
     jobs: JobsDep,
     owner: OwnerDep,
     response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
-    accepted = await jobs.submit(body.data, body.model, owner)
-    response.headers["Location"] = accepted.location
-    return accepted
+    submitted = await jobs.submit_once(
+        body.data, body.model, owner, idempotency_key, body.priority, body.callback_url
+    )
+    return accepted(submitted, response)
+
+
+def accepted(submitted: Submitted, response: Response) -> JobAccepted:
+    """The 202 body, with `Location` (and `Idempotent-Replayed` for a replay) set."""
+    response.headers["Location"] = submitted.accepted.location
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return submitted.accepted
+
+
+@router.get(
+    "",
+    responses={
+        200: ex.answer("A page of your jobs; follow `next_cursor`.", ex.PAGE),
+        **{k: PROBLEMS[k] for k in (422, 503)},
+    },
+)
+async def list_jobs(
+    jobs: JobsDep,
+    owner: OwnerDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    kind: Annotated[Literal["json", "csv"] | None, Query(description="Only this kind.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> JobPage:
+    """Your jobs, newest first, a page at a time: follow `next_cursor` until it is null."""
+    return await jobs.list_jobs(owner, limit, cursor, status, kind)
 
 
 @router.get(
@@ -113,6 +171,45 @@ async def get_result(
     return answer
 
 
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "`text/event-stream`: one `status` event (the job view as JSON) per "
+            "change, ending after the final state; comment lines as heartbeats.",
+            "content": {"text/event-stream": {"example": ex.EVENTS}},
+        },
+        429: {"model": Problem, "description": "Too many open streams for this API key."},
+        **{k: PROBLEMS[k] for k in (404, 503)},
+    },
+)
+async def job_events(
+    job_id: JobId,
+    jobs: JobsDep,
+    owner: OwnerDep,
+    state: StateDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=64, description="Resume after this event."),
+    ] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: the job's status (with progress) each time it changes, until it
+    has finished."""
+    events, slot = await jobs.open_events(job_id, owner, last_event_id)
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(data=event.data, event="status", id=event.id)
+
+    return EventSourceResponse(
+        frames(),
+        ping=state.settings.events_heartbeat_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(slot.release),  # also when the stream never started
+    )
+
+
 @router.delete(
     "/{job_id}",
     responses={
@@ -124,3 +221,21 @@ async def get_result(
 async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     """Cancel a queued or running job: it will not produce a result."""
     return await jobs.cancel(job_id, owner)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    responses={
+        202: ex.answer("Accepted: the new job (its view has `retry_of`).", ex.ACCEPTED),
+        409: {"model": Problem, "description": "The job is not failed or cancelled, or is CSV."},
+        **{k: PROBLEMS[k] for k in (404, 422, 429, 503)},
+    },
+    dependencies=[QueueHasRoom],
+)
+async def retry_job(
+    job_id: JobId, jobs: JobsDep, owner: OwnerDep, response: Response
+) -> JobAccepted:
+    """Run a failed or cancelled JSON job again, with the same rows and model version, as a
+    new job."""
+    return accepted(Submitted(await jobs.retry(job_id, owner)), response)

@@ -25,6 +25,7 @@ from redis import Redis
 
 from devrun import processes
 from shared.jobstore import WORKERS
+from shared.tasks import WORKER_QUEUES as QUEUES
 
 
 @dataclass
@@ -175,10 +176,14 @@ def wait_for(predicate: object, timeout: float = 20.0) -> None:
 
 @contextmanager
 def consumer_paused(system: System) -> Iterator[None]:
-    """No worker takes messages from the queue inside the block (they wait in Redis)."""
+    """No worker takes messages from the queues inside the block (they wait in Redis)."""
     control = Celery(broker=system.redis_url).control
-    control.cancel_consumer("mlqueue", reply=True, timeout=5)
+    # Wait for as many replies as workers beat, not for the whole timeout on every queue.
+    replies = {"reply": True, "timeout": 5, "limit": max(1, system.redis().zcard(WORKERS))}
+    for queue in QUEUES:
+        control.cancel_consumer(queue, **replies)
     try:
         yield
     finally:
-        control.add_consumer("mlqueue", reply=True, timeout=5)
+        for queue in QUEUES:
+            control.add_consumer(queue, **replies)

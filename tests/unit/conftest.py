@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.state import GatewayState
 from shared.registry import Registry
 from shared.settings import Settings
-from shared.tasks import SCORE_CHUNK
+from shared.tasks import QUEUE, SCORE_CHUNK
 from worker.csv_chunks import score_chunk
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
@@ -69,9 +69,16 @@ class FakePublisher:
         self.run = True
 
     async def send(
-        self, task: str, message_id: str, kwargs: Mapping[str, Any], summary: str
+        self,
+        task: str,
+        message_id: str,
+        kwargs: Mapping[str, Any],
+        summary: str,
+        queue: str = QUEUE,
     ) -> None:
-        self.sent.append({"name": task, "kwargs": dict(kwargs), "task_id": message_id})
+        self.sent.append(
+            {"name": task, "kwargs": dict(kwargs), "task_id": message_id, "queue": queue}
+        )
         if self.run:
             if task == SCORE_CHUNK:
                 score_chunk(self.runtime, **kwargs)

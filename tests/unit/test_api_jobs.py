@@ -215,5 +215,6 @@ def test_the_published_message_pins_the_model_version(
             "name": "mlqueue.predict_batch",
             "task_id": job["job_id"],
             "kwargs": {"jobs": [{"id": job["job_id"], "rows": data}], "model": "demo:1"},
+            "queue": "mlqueue",
         }
     ]

@@ -36,7 +36,7 @@ class Recorder:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.fail = fail
 
-    async def __call__(self, message_id: str, kwargs: dict[str, Any]) -> None:
+    async def __call__(self, message_id: str, kwargs: dict[str, Any], queue: str) -> None:
         await asyncio.sleep(0.01)  # a send takes a while: jobs arriving meanwhile must coalesce
         if self.fail:
             raise ConnectionError("broker down")

@@ -22,7 +22,7 @@ from devrun import processes
 from gateway.app import create_app
 from gateway.healthcheck import healthz_url
 from shared.settings import Settings
-from shared.tasks import QUEUE
+from shared.tasks import WORKER_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "MLQUEUE_"
@@ -129,7 +129,7 @@ def test_worker_command_matches_the_local_worker_and_consumes_the_task_queue() -
     argv = exec_form(cmd)
     assert argv[:4] == ["celery", "-A", "worker.celery_app", "worker"]
     assert celery_app_of(argv).main == "mlqueue"
-    assert argv[argv.index("-Q") + 1] == QUEUE
+    assert argv[argv.index("-Q") + 1] == ",".join(WORKER_QUEUES)
     # The same flags as `make run` and the integration tests (prefork is Celery's default pool).
     local = processes.worker_argv()[3:]
     assert argv[1:] == [a for a in local if a not in ("--pool", "prefork")]

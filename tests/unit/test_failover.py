@@ -10,7 +10,7 @@ import pytest
 
 from shared import jobstore
 from shared.jobstore import WORKERS
-from shared.tasks import QUEUE
+from shared.tasks import QUEUE, QUEUE_HIGH, WORKER_QUEUES
 from worker import failover
 from worker.resender import LOCK, Resender
 
@@ -35,6 +35,14 @@ def test_a_message_goes_back_to_its_priority_list_marked_redelivered() -> None:
     assert moved["headers"]["redelivered"] is True
     assert moved["properties"]["delivery_info"]["redelivered"] is True
     assert moved["body"] == "e30="
+
+
+def test_a_message_goes_back_to_its_own_queue_high_low_or_webhooks() -> None:
+    for queue in WORKER_QUEUES:
+        assert failover._requeued(entry(routing_key=queue))[0] == queue
+    assert (
+        failover._requeued(entry(priority=5, routing_key=QUEUE_HIGH))[0] == "mlqueue.high\x06\x163"
+    )
 
 
 def test_only_dead_nodes_are_taken_over_and_each_message_once() -> None:

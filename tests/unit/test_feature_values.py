@@ -72,7 +72,7 @@ def test_a_csv_cell_outside_float32_names_line_and_column() -> None:
 async def test_a_job_that_cannot_be_serialized_fails_alone_in_its_batch() -> None:
     sent: list[dict[str, Any]] = []
 
-    async def publish(message_id: str, kwargs: dict[str, Any]) -> None:
+    async def publish(message_id: str, kwargs: dict[str, Any], queue: str) -> None:
         sent.append(kwargs)
 
     store = JobStore(fakeredis.FakeAsyncRedis(), ttl=60)

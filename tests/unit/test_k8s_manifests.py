@@ -15,7 +15,7 @@ import yaml
 
 from gateway.app import create_app
 from shared.settings import Settings
-from shared.tasks import QUEUE
+from shared.tasks import QUEUES
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 
@@ -44,10 +44,11 @@ def test_keda_scales_the_worker_deployment_on_the_queue_it_consumes() -> None:
     docs = documents()
     scaled = docs[("ScaledObject", "worker")]["spec"]
     assert ("Deployment", scaled["scaleTargetRef"]["name"]) in docs
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == QUEUE
-    assert trigger["metadata"]["address"].split(".")[0] == "redis"
+    triggers = scaled["triggers"]
+    assert [t["metadata"]["listName"] for t in triggers] == list(QUEUES)  # one per priority
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["address"].split(".")[0] == "redis"
     assert ("Service", "redis") in docs
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
 

@@ -13,6 +13,7 @@ from gateway import examples as ex
 from shared.schemas import (
     CsvErrors,
     JobAccepted,
+    JobPage,
     JobResult,
     JobView,
     LegacyPredictResponse,
@@ -59,6 +60,7 @@ def test_every_operation_has_request_and_answer_examples(app: FastAPI) -> None:
         (LegacyPredictResponse, ex.LEGACY),
         (JobAccepted, ex.CSV_ACCEPTED),
         (CsvErrors, ex.CSV_ERRORS),
+        (JobPage, ex.PAGE),
     ],
 )
 def test_answer_examples_match_their_schemas(model: type[BaseModel], example: Any) -> None:

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from shared import csvjobs, jobstore
-from shared.tasks import PREDICT_BATCH, SCORE_CHUNK
+from shared.tasks import PREDICT_BATCH, QUEUE, SCORE_CHUNK, queue_for
 from tests.unit.test_csv import LAYOUT, table, to_csv
 from worker.chunk_store import ChunkRecorder
 from worker.csv_chunks import score_chunk
@@ -33,9 +33,11 @@ STORE_ERRORS = [
 class Sent:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.queues: list[str] = []
 
-    def __call__(self, task: str, message_id: str, kwargs: Any) -> None:
+    def __call__(self, task: str, message_id: str, kwargs: Any, queue: str) -> None:
         self.calls.append((task, message_id, dict(kwargs)))
+        self.queues.append(queue)
 
 
 def fields(runtime: Runtime, job_id: str, *names: str) -> list[Any]:
@@ -105,6 +107,7 @@ def test_a_job_stuck_running_is_sent_again_then_failed_after_max_attempts(
     assert reaper(runtime, sent).sweep() == 1
     assert sent.calls[0][0] == PREDICT_BATCH
     assert sent.calls[0][2] == {"jobs": [{"id": "j1", "rows": [ROW]}], "model": "demo:1"}
+    assert sent.queues == [QUEUE]  # a job of normal priority
     assert reaper(runtime, sent).sweep() == 0  # re-sent just now: not stuck yet
     runtime.jobs.start("j1", "demo:1", 1)  # attempts 2 and 3, lost too
     runtime.jobs.start("j1", "demo:1", 1)
@@ -117,6 +120,20 @@ def test_a_job_stuck_running_is_sent_again_then_failed_after_max_attempts(
     assert runtime.jobs.redis.zscore(jobstore.RUNNING, "j1") is None
 
 
+@pytest.mark.parametrize("priority", ["high", "low"])
+def test_a_stuck_job_is_sent_again_to_its_own_priority_queue(
+    runtime: Runtime, priority: str
+) -> None:
+    json_job(runtime, "j1")
+    runtime.jobs.redis.hset(jobstore.job_key("j1"), "priority", priority)
+    runtime.jobs.start("j1", "demo:1", 1)
+    age(runtime, jobstore.RUNNING, "j1")
+    sent = Sent()
+    assert reaper(runtime, sent).sweep() == 1
+    assert sent.queues == [queue_for(priority)]
+    assert sent.queues[0] == {"high": "mlqueue.high", "low": "mlqueue.low"}[priority]
+
+
 def test_a_job_started_past_max_attempts_fails_instead_of_running(runtime: Runtime) -> None:
     json_job(runtime, "j1")
     assert [runtime.jobs.start("j1", "demo:1", 1) for _ in range(4)] == [
@@ -125,7 +142,9 @@ def test_a_job_started_past_max_attempts_fails_instead_of_running(runtime: Runti
         "running",
         "failed",
     ]
-    assert fields(runtime, "j1", "error_type", "rows") == [b"TooManyAttempts", None]
+    # The rows stay on the failed record: a client may retry it (POST /v1/jobs/{id}/retry).
+    assert fields(runtime, "j1", "error_type") == [b"TooManyAttempts"]
+    assert fields(runtime, "j1", "rows")[0] is not None
 
 
 def test_a_direct_task_stuck_running_fails_as_lost(runtime: Runtime) -> None:

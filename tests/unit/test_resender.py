@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared import csvjobs, jobstore
-from shared.tasks import QUEUE
+from shared.tasks import QUEUES
 from tests.unit.conftest import FakePublisher
 from worker.chunk_store import ChunkRecorder
 from worker.jobs import JobRecorder
@@ -48,10 +48,12 @@ class Sent:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.calls: list[tuple[str, str]] = []
+        self.queues: list[str] = []
 
-    def __call__(self, task: str, message_id: str, kwargs: dict[str, Any]) -> None:
+    def __call__(self, task: str, message_id: str, kwargs: dict[str, Any], queue: str) -> None:
         self.messages.append(kwargs)
         self.calls.append((task, message_id))
+        self.queues.append(queue)
 
 
 def queued(redis: fakeredis.FakeRedis, job_id: str, age: float, status: str = "queued") -> None:
@@ -80,12 +82,26 @@ def test_a_job_whose_message_was_lost_is_sent_again(redis: fakeredis.FakeRedis) 
     assert set(redis.zrange(jobstore.PENDING, 0, -1)) == {b"lost", b"young"}
 
 
-def test_nothing_is_sent_while_messages_wait_in_the_queue(redis: fakeredis.FakeRedis) -> None:
+@pytest.mark.parametrize("queue", QUEUES)
+def test_nothing_is_sent_while_messages_wait_in_any_queue(
+    redis: fakeredis.FakeRedis, queue: str
+) -> None:
     queued(redis, "behind", age=60)
-    redis.lpush(QUEUE, b"a message still waiting")
+    redis.lpush(queue, b"a message still waiting")
     sent = Sent()
     assert Resender(redis, sent, grace=20, interval=1).sweep() == 0
     assert sent.messages == []
+
+
+def test_a_lost_job_is_sent_again_to_the_queue_of_its_priority(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    queued(redis, "urgent", age=60)
+    redis.hset(jobstore.job_key("urgent"), "priority", "high")
+    queued(redis, "plain", age=60)
+    sent = Sent()
+    assert Resender(redis, sent, grace=20, interval=1).sweep() == 2
+    assert sorted(sent.queues) == ["mlqueue", "mlqueue.high"]
 
 
 def test_one_worker_sweeps_at_a_time(redis: fakeredis.FakeRedis) -> None:

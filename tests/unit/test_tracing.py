@@ -79,7 +79,7 @@ def test_when_off_the_hooks_never_call_into_opentelemetry(monkeypatch: pytest.Mo
     redis = fakeredis.FakeAsyncRedis()
     sent: list[Any] = []
 
-    async def publish(message_id: str, kwargs: Any) -> None:
+    async def publish(message_id: str, kwargs: Any, queue: str) -> None:
         sent.append(kwargs)
 
     batcher = Batcher(JobStore(redis, 60), publish, max_rows=100, max_wait=0.001)
@@ -200,7 +200,7 @@ async def test_each_job_of_a_batch_message_carries_its_own_context(
     redis = fakeredis.FakeAsyncRedis()
     sent: list[Any] = []
 
-    async def publish(message_id: str, kwargs: Any) -> None:
+    async def publish(message_id: str, kwargs: Any, queue: str) -> None:
         await asyncio.sleep(0.01)  # jobs arriving meanwhile share the next message
         sent.append(kwargs)
 
