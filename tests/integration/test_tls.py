@@ -4,7 +4,6 @@ only, with a CA and a server certificate made here."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import redis
 
 from bench.stack import Stack
 from devrun import processes
+from tests import needs
 from tests.integration.models import Sleepy, add_model, row_sums
 
 pytestmark = pytest.mark.integration
@@ -42,8 +42,8 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path, int]]:
     root = tmp_path_factory.mktemp("tls")
-    assert shutil.which("redis-server"), "Debian's redis-server is needed (`make redis-server`)"
-    assert shutil.which("openssl"), "the openssl command is needed to make the certificates"
+    needs.binary("redis-server", how="a TLS-capable Redis: `apt-get install redis-server`")
+    needs.binary("openssl", how="the openssl command makes the certificates: install openssl")
     ca, cert, key = make_certificates(root)
     add_model(root / "models", "demo", Sleepy(0.0))
     port = processes.free_port()
