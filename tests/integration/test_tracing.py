@@ -232,6 +232,8 @@ def test_a_json_job_is_one_trace_from_request_to_prediction(
         lambda s: (
             any(x.name == "mlqueue.queue_wait" and _has(x, job) for x in s)
             and any(x.name == "mlqueue.wait" and _has(x, job) for x in s)
+            # The submit may have run in the other gateway process, which exports on its own.
+            and any(x.name == "mlqueue.submit" and _has(x, job) for x in s)
             and any(x.name == "mlqueue.store" and x.service == tracing.WORKER for x in s)
         )
     )
@@ -312,10 +314,11 @@ def test_concurrent_jobs_share_batch_messages_that_link_each_job(
     for rows, (_, predictions) in zip(jobs, results, strict=True):
         assert predictions == estimator.predict(np.asarray(rows)).tolist()
     job_ids = [job_id for job_id, _ in results]
+    # Gateway and worker processes export on their own schedules: wait for both sides' spans.
     spans = received.until(
-        lambda s: (
-            {x.attributes.get(tracing.JOB_ID) for x in s if x.name == "mlqueue.queue_wait"}
-            >= set(job_ids)
+        lambda s: all(
+            {x.attributes.get(tracing.JOB_ID) for x in s if x.name == name} >= set(job_ids)
+            for name in ("mlqueue.queue_wait", "mlqueue.submit")
         )
     )
     submits = {
@@ -373,6 +376,7 @@ def test_a_csv_job_traces_each_chunk_across_the_queue(
         lambda s: (
             len([x for x in s if x.name == "mlqueue.queue_wait" and _has(x, job)]) == 3
             and len([x for x in s if x.name == "mlqueue.store" and _has(x, job)]) == 3
+            and any(x.name == "mlqueue.submit" and _has(x, job) for x in s)
         )
     )
     submit = one(spans, "mlqueue.submit", **job)
