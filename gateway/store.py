@@ -6,7 +6,6 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from shared import jobstore, webhooks
@@ -83,11 +82,12 @@ class JobStore:
         """The job's view; `JobNotFound` when unknown, expired or owned by another caller."""
         return jobstore.to_view(job_id, await self._fields(job_id, owner, jobstore.VIEW_FIELDS))
 
-    async def result(self, job_id: str, owner: str) -> tuple[JobView, list[float] | None]:
-        """The job's view and, once it succeeded, its predictions."""
+    async def result(self, job_id: str, owner: str) -> tuple[JobView, bytes | None]:
+        """The job's view and, once it succeeded, its predictions: the JSON array the worker
+        stored, unparsed (answers send it on as it is)."""
         fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "result"))
         raw = fields.pop("result", None)
-        return jobstore.to_view(job_id, fields), (orjson.loads(raw) if raw else None)
+        return jobstore.to_view(job_id, fields), (bytes(raw) if raw else None)
 
     async def retry_input(
         self, job_id: str, owner: str

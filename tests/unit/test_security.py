@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -211,6 +212,26 @@ def test_the_depth_is_read_once_per_cache_period(server: fakeredis.FakeServer) -
         return seen
 
     assert asyncio.run(scenario()) == [0, 0, 1]
+
+
+def test_concurrent_requests_share_one_read_of_the_depth(server: fakeredis.FakeServer) -> None:
+    async def scenario() -> tuple[list[int], int]:
+        redis = fakeredis.FakeAsyncRedis(server=server)
+        await redis.rpush(QUEUE, b"m", b"m")
+        depth, reads = QueueDepth(limit=10, cache_seconds=60), 0
+        pipeline = redis.pipeline
+
+        def counting(transaction: bool = True) -> Any:
+            nonlocal reads
+            reads += 1
+            return pipeline(transaction)
+
+        redis.pipeline = counting  # type: ignore[method-assign]
+        seen = await asyncio.gather(*(depth.current(redis) for _ in range(50)))
+        await redis.delete(QUEUE)
+        return seen, reads
+
+    assert asyncio.run(scenario()) == ([2] * 50, 1)
 
 
 def test_retry_after_grows_with_the_excess() -> None:
