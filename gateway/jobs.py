@@ -114,6 +114,7 @@ class Jobs:
             self._publish_batch,
             max_rows=settings.batch_max_rows,
             max_wait=settings.batch_max_wait_ms / 1000,
+            charge=self.quotas.results,  # checked in the batch's own round trip
         )
 
     async def submit(
@@ -128,7 +129,6 @@ class Jobs:
         returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
-        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
