@@ -12,7 +12,7 @@ from gateway.quotas import ResultBytes
 from shared import jobstore, webhooks
 from shared.errors import JobNotFound, RateLimited
 from shared.redisio import Arg, ScriptCall, text
-from shared.replication import ReplicaWait
+from shared.replication import ReplicaWait, run_script_async
 from shared.schemas import JobStatus, JobView
 
 # A micro-batch of new jobs in one call. KEYS: the outbox, the webhooks' due set, then per job its
@@ -107,14 +107,8 @@ class JobStore:
         those, with the 429 each gets. With a `ReplicaWait`, `NotReplicated` unless a replica
         has them all (one WAIT per call, hence one per micro-batch)."""
         call = _create_call(records, outbox or {}, self.ttl, charge)
-        if self.wait is None:
-            reply = await self._create(keys=call.keys, args=call.args)
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self._create(keys=call.keys, args=call.args, client=pipe)
-                self.wait.queue(pipe)
-                reply, confirmed = await pipe.execute()
-            self.wait.check(confirmed, f"{len(records)} new job(s)")
+        what = f"{len(records)} new job(s)"
+        reply = await run_script_async(self.redis, self.wait, self._create, call, what)
         if charge is None:
             return {}
         sizes = {r["id"]: ResultBytes.size(int(r.get("n_rows", 0))) for r in records}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from shared import jobstore
 from shared.redisio import ScriptCall, text
@@ -34,11 +38,12 @@ class JobRecorder:
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
         """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
-        with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Pipeline) -> None:
             for job_id, n_rows in jobs:
-                call = self._start_call(job_id, model, n_rows)
-                self._start(keys=call.keys, args=call.args, client=pipe)
-            return [jobstore.status_of(s) for s in pipe.execute()]
+                _evalsha(pipe, self._start, self._start_call(job_id, model, n_rows))
+
+        return [jobstore.status_of(s) for s in self._pipeline(queue)]
 
     def succeed(self, job_id: str, version: str, predictions: list[float]) -> JobStatus:
         """Store the predictions unless the job already ended; returns the final status."""
@@ -74,14 +79,16 @@ class JobRecorder:
             )
             for job_id, (error_type, message) in failed.items()
         ]
-        with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Pipeline) -> None:
             for call in calls:
-                self._finish(keys=call.keys, args=call.args, client=pipe)
+                _evalsha(pipe, self._finish, call)
             if self.wait is not None:
                 self.wait.queue(pipe)
             # Waiters wake after the WAIT: what they read is then on a replica too.
             pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
-            replies = pipe.execute()
+
+        replies = self._pipeline(queue)
         if self.wait is not None:
             self.wait.check(replies[-2], f"results of {len(calls)} job(s)")
 
@@ -96,6 +103,24 @@ class JobRecorder:
             text(error) if error else None,
         )
 
+    def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+        """Run the commands `queue` adds, in one round trip. Scripts go as bare EVALSHA: a
+        pipeline holding `Script` objects first asks Redis whether it knows them (SCRIPT
+        EXISTS), one more round trip per batch; a Redis that lost them (a restart, a promoted
+        replica) gets them loaded and the pipeline sent once more (a FINISH that did not run
+        changed nothing, and waiters tolerate a second wake-up)."""
+        try:
+            return self._send(queue)
+        except NoScriptError:
+            for script in (self._start, self._finish):
+                script.sha = self.redis.script_load(script.script)
+            return self._send(queue)
+
+    def _send(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            queue(pipe)
+            return pipe.execute()
+
     def _start_call(self, job_id: str, model: str, n_rows: int) -> ScriptCall:
         return jobstore.start_call(
             job_id, model=model, n_rows=n_rows, ttl=self.ttl, max_attempts=self.max_attempts
@@ -104,3 +129,7 @@ class JobRecorder:
     def _run(self, call: ScriptCall) -> JobStatus:
         reply = run_script(self.redis, self.wait, self._finish, call, f"job {call.keys[0]}")
         return jobstore.status_of(reply)
+
+
+def _evalsha(pipe: Pipeline, script: Script, call: ScriptCall) -> None:
+    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
