@@ -20,5 +20,6 @@ def write_cases(work: Path) -> Path:
     X, _ = load_diabetes(return_X_y=True)
     expected = model.estimator.predict(X)
     cases = work / "cases.json"
-    cases.write_text(json.dumps([[row.tolist(), float(y)] for row, y in zip(X, expected)]))
+    pairs = zip(X, expected, strict=True)
+    cases.write_text(json.dumps([[row.tolist(), float(y)] for row, y in pairs]))
     return cases

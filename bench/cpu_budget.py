@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench import http_ready, loadgen, running
+from bench.bench import loadgen
 from bench.cases import write_cases
+from bench.stack import System, system
 from devrun import processes
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,6 +42,27 @@ def tree_cpu(pid: int) -> float:
     return cpu_seconds(pid) + sum(cpu_seconds(p) for p in processes.descendants(pid))
 
 
+def measure(
+    running: System, path: str, cases: Path, clients: int, duration: float
+) -> dict[str, Any]:
+    """Drive one path (`MODES`) after a warm-up; jobs/s, errors and CPU ms per job for each
+    process tree of the system and for the load generator ("client")."""
+    mode = MODES[path]
+    loadgen(running.url, mode, cases, clients, 2)  # warm-up
+    before = {name: tree_cpu(pid) for name, pid in running.pids.items()}
+    load = loadgen(running.url, mode, cases, clients, duration)
+    used = {name: tree_cpu(pid) - before[name] for name, pid in running.pids.items()}
+    used["client"] = load["client_cpu_s"]
+    jobs = max(1, load["jobs"])
+    return {
+        "jobs_per_s": load["jobs_per_s"],
+        "p99_ms": load["p99_ms"],
+        "errors": load["errors"] + load["mismatches"],
+        "cpu_ms_per_job": {k: round(1000 * v / jobs, 3) for k, v in used.items()},
+        "total_ms_per_job": round(1000 * sum(used.values()) / jobs, 3),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="CPU per 1-row job, per component")
     parser.add_argument("--clients", type=int, default=64)
@@ -49,39 +71,10 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlqueue-cpu-"))
     cases = write_cases(work)
-    redis_port, port = processes.free_port(), processes.free_port()
-    env = {
-        "MLQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "MLQUEUE_MODEL_DIR": str(work / "models"),
-        "MLQUEUE_PORT": str(port),
-        "MLQUEUE_LOG_LEVEL": "WARNING",
-    }
-    url = f"http://127.0.0.1:{port}"
     report: dict[str, Any] = {"load_avg_before": os.getloadavg(), "args": vars(args)}
-    redis = processes.start_redis(redis_port, work / "redis", log=work / "redis.log")
-    try:
-        with (
-            running(processes.worker_argv(), env, work / "worker.log") as worker,
-            running(processes.gateway_argv(), env, work / "gateway.log") as gateway,
-        ):
-            processes.wait_until(http_ready(f"{url}/readyz"), 60, "mlqueue", gateway)
-            trees = {"gateway": gateway.pid, "worker": worker.pid, "redis": redis.pid}
-            for path in args.paths.split(","):
-                mode = MODES[path]
-                loadgen(url, mode, cases, args.clients, 2)  # warm-up
-                before = {name: tree_cpu(pid) for name, pid in trees.items()}
-                load = loadgen(url, mode, cases, args.clients, args.duration)
-                used = {name: tree_cpu(pid) - before[name] for name, pid in trees.items()}
-                used["client"] = load["client_cpu_s"]
-                jobs = max(1, load["jobs"])
-                report[path] = {
-                    "jobs_per_s": load["jobs_per_s"],
-                    "errors": load["errors"] + load["mismatches"],
-                    "cpu_ms_per_job": {k: round(1000 * v / jobs, 3) for k, v in used.items()},
-                    "total_ms_per_job": round(1000 * sum(used.values()) / jobs, 3),
-                }
-    finally:
-        processes.stop(redis)
+    with system(work) as running:
+        for path in args.paths.split(","):
+            report[path] = measure(running, path, cases, args.clients, args.duration)
     report["load_avg_after"] = os.getloadavg()
     print_table(report, args.paths.split(","))
     print(json.dumps(report))

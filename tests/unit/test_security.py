@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gateway import deps, keys
+from gateway import keys
 from gateway.app import create_app
 from gateway.backpressure import QueueDepth, retry_after
 from gateway.state import GatewayState
@@ -298,7 +298,7 @@ def test_ownerless_jobs_are_visible_to_admin_keys(
     app = create_app(admin)
     redis = fakeredis.FakeAsyncRedis(server=server)
     state = GatewayState.create(admin, redis=redis, publisher=publisher)
-    app.dependency_overrides[deps.get_state] = lambda: state
+    app.state.gateway = state
     client = TestClient(app)
     response = client.get(f"/v1/jobs/{ownerless}/result", headers=bearer(ADMIN))
     assert response.status_code == 200, response.text
