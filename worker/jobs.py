@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.client import Pipeline
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from shared import jobstore
@@ -30,6 +29,8 @@ class JobRecorder:
         self.wait = wait
         self._start = redis.register_script(jobstore.START)
         self._finish = redis.register_script(jobstore.FINISH)
+        self._start_many = redis.register_script(jobstore.START_MANY)
+        self._finish_many = redis.register_script(jobstore.FINISH_MANY)
 
     def start(self, job_id: str, model: str, n_rows: int) -> JobStatus:
         """Mark the job running (recording a direct task first); returns the status to act on."""
@@ -37,13 +38,12 @@ class JobRecorder:
         return jobstore.status_of(self._start(keys=call.keys, args=call.args))
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
-        """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
-
-        def queue(pipe: Pipeline) -> None:
-            for job_id, n_rows in jobs:
-                _evalsha(pipe, self._start, self._start_call(job_id, model, n_rows))
-
-        return [jobstore.status_of(s) for s in self._pipeline(queue)]
+        """`start` for the (job id, rows) pairs of one batch message in one script call;
+        statuses in the same order."""
+        call = jobstore.start_many_call(
+            jobs, model=model, ttl=self.ttl, max_attempts=self.max_attempts
+        )
+        return jobstore.statuses_of(self._start_many(keys=call.keys, args=call.args))
 
     def succeed(self, job_id: str, version: str, predictions: list[float]) -> JobStatus:
         """Store the predictions unless the job already ended; returns the final status."""
@@ -67,22 +67,10 @@ class JobRecorder:
         `NotReplicated` (the message is handed back) if no replica confirmed them in time."""
         if not succeeded and not failed:
             return
-        calls = [
-            jobstore.success_call(
-                job_id, version=version, predictions=predictions, ttl=self.ttl, publish=False
-            )
-            for job_id, predictions in succeeded.items()
-        ]
-        calls += [
-            jobstore.failure_call(
-                job_id, error_type=error_type, message=message, ttl=self.ttl, publish=False
-            )
-            for job_id, (error_type, message) in failed.items()
-        ]
+        call = jobstore.finish_many_call(version, succeeded, failed, ttl=self.ttl)
 
         def queue(pipe: Pipeline) -> None:
-            for call in calls:
-                _evalsha(pipe, self._finish, call)
+            pipe.evalsha(self._finish_many.sha, len(call.keys), *call.keys, *call.args)
             if self.wait is not None:
                 self.wait.queue(pipe)
             # Waiters wake after the WAIT: what they read is then on a replica too.
@@ -90,7 +78,7 @@ class JobRecorder:
 
         replies = self._pipeline(queue)
         if self.wait is not None:
-            self.wait.check(replies[-2], f"results of {len(calls)} job(s)")
+            self.wait.check(replies[-2], f"results of {len(call.keys) - 1} job(s)")
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""
@@ -104,16 +92,15 @@ class JobRecorder:
         )
 
     def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
-        """Run the commands `queue` adds, in one round trip. Scripts go as bare EVALSHA: a
-        pipeline holding `Script` objects first asks Redis whether it knows them (SCRIPT
-        EXISTS), one more round trip per batch; a Redis that lost them (a restart, a promoted
-        replica) gets them loaded and the pipeline sent once more (a FINISH that did not run
+        """Run the commands `queue` adds, in one round trip. The script goes as a bare EVALSHA:
+        a pipeline holding `Script` objects first asks Redis whether it knows them (SCRIPT
+        EXISTS), one more round trip per batch; a Redis that lost it (a restart, a promoted
+        replica) gets it loaded and the pipeline sent once more (a FINISH that did not run
         changed nothing, and waiters tolerate a second wake-up)."""
         try:
             return self._send(queue)
         except NoScriptError:
-            for script in (self._start, self._finish):
-                script.sha = self.redis.script_load(script.script)
+            self._finish_many.sha = self.redis.script_load(self._finish_many.script)
             return self._send(queue)
 
     def _send(self, queue: Callable[[Pipeline], None]) -> list[Any]:
@@ -129,7 +116,3 @@ class JobRecorder:
     def _run(self, call: ScriptCall) -> JobStatus:
         reply = run_script(self.redis, self.wait, self._finish, call, f"job {call.keys[0]}")
         return jobstore.status_of(reply)
-
-
-def _evalsha(pipe: Pipeline, script: Script, call: ScriptCall) -> None:
-    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
