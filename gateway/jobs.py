@@ -250,15 +250,20 @@ class Jobs:
         """The owner's jobs, newest first, one page after `cursor` (from the previous page)."""
         return await self.listing.page(owner, limit, cursor, status, kind)
 
-    async def wait(self, job_id: str, owner: str, timeout: float) -> tuple[JobView, bytes | None]:
+    async def wait(
+        self, job_id: str, owner: str, timeout: float, just_submitted: bool = False
+    ) -> tuple[JobView, bytes | None]:
         """The job's view (and predictions) once it has finished, or after `timeout` seconds.
-        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free).
+        A job `just_submitted` by this caller is not read before the wait begins: it cannot
+        have finished yet, and the wait's own first read would catch it if it had."""
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        view, predictions = await self._read(job_id, owner, deadline)
-        if view.status.finished or seconds <= 0:
-            return view, predictions
+        if not (just_submitted and seconds > 0):
+            view, predictions = await self._read(job_id, owner, deadline)
+            if view.status.finished or seconds <= 0:
+                return view, predictions
         async with self.quotas.long_poll(owner, seconds):
             return await self._wait(job_id, owner, deadline)
 
@@ -380,7 +385,7 @@ class Jobs:
         the predictions as the JSON array the worker stored."""
         timeout = self.settings.sync_timeout
         accepted = await self.submit(rows, "default", owner)
-        view, predictions = await self.wait(accepted.job_id, owner, timeout)
+        view, predictions = await self.wait(accepted.job_id, owner, timeout, just_submitted=True)
         if view.status is JobStatus.SUCCEEDED:
             return predictions or b"[]"
         if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
