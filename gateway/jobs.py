@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics, traces
+from gateway.autopipe import AutoPipeline
 from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
 from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
@@ -102,9 +103,11 @@ class Jobs:
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
-        self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
+        commands = AutoPipeline(redis)
+        owners = keys.admin_owners(settings)
+        self.store = JobStore(redis, settings.result_ttl, owners, wait, commands)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
-        self.quotas = Quotas(redis, settings)
+        self.quotas = Quotas(redis, settings, commands)
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.limits = RateLimiter(redis, settings)

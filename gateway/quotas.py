@@ -22,6 +22,7 @@ from typing import Final
 
 from redis.asyncio import Redis
 
+from gateway.autopipe import AutoPipeline
 from shared import csvjobs
 from shared.errors import QueueUnavailable, RateLimited
 from shared.jobstore import PREFIX
@@ -98,8 +99,11 @@ class ResultBytes:
 class Quotas:
     """The limits of `Settings`, checked for one API key (`owner`) at a time."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, commands: AutoPipeline | None = None
+    ) -> None:
         self.redis = redis
+        self.commands = commands or AutoPipeline(redis)  # the hot path's slot takes and releases
         self.settings = settings
         self.results = ResultBytes(settings.max_stored_bytes_per_key, settings.result_ttl)
         self._take = redis.register_script(TAKE_SLOT)
@@ -157,12 +161,13 @@ class Quotas:
             if renewer is not None:
                 renewer.cancel()
             with contextlib.suppress(Exception):  # the lease ends by itself anyway
-                await asyncio.shield(self.redis.zrem(key, token))
+                await asyncio.shield(self.commands.execute("ZREM", key, token))
 
     async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
         now = time.time()
         args: list[float | str] = [now, now + lease, token, limit, math.ceil(lease) + 1]
-        return bool(await self._take(keys=[key], args=args))
+        # Shielded: a slot taken for a request cancelled meanwhile would stay held to its end.
+        return bool(await asyncio.shield(self.commands.script(self._take, [key], args)))
 
     async def _renew(self, key: str, token: str, lease: float) -> None:
         """Push the lease on while the holder runs (a long upload outlives its first lease)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.autopipe import AutoPipeline
 from gateway.quotas import ResultBytes
 from shared import jobstore, webhooks
 from shared.errors import JobNotFound, RateLimited
@@ -86,8 +87,10 @@ class JobStore:
         ttl: int,
         admins: Collection[str] = (),
         wait: ReplicaWait | None = None,
+        commands: AutoPipeline | None = None,
     ) -> None:
         self.redis = redis
+        self.commands = commands or AutoPipeline(redis)
         self.ttl = ttl
         self.admins = frozenset(admins)
         self.wait = wait  # Sentinel: records and outbox entries count only once replicated
@@ -155,10 +158,8 @@ class JobStore:
         return previous
 
     async def _fields(self, job_id: str, owner: str, names: tuple[str, ...]) -> dict[str, Any]:
-        # execute_command: redis-py's `hmget` wrapper inspects its arguments on every call.
-        values = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-            "HMGET", jobstore.job_key(job_id), *names, "owner"
-        )
+        # Concurrent reads share one pipeline per event-loop turn (see `gateway.autopipe`).
+        values = await self.commands.execute("HMGET", jobstore.job_key(job_id), *names, "owner")
         fields = dict(zip((*names, "owner"), values, strict=True))
         stored_owner = text(fields.pop("owner"))
         # Someone else's job is reported exactly like a missing one, so ids do not leak.
