@@ -341,7 +341,7 @@ class Jobs:
     async def retry(self, job_id: str, owner: str) -> JobAccepted:
         """A new job with the rows and pinned model version of a failed or cancelled JSON job;
         `JobConflict` for any other job (a CSV file is not kept: it must be uploaded again)."""
-        view, rows = await self.store.retry_input(job_id, owner)
+        view, rows, callback_url = await self.store.retry_input(job_id, owner)
         if view.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise JobConflict(
                 f"job {job_id} is {view.status.value}: only failed or cancelled jobs can be "
@@ -360,10 +360,11 @@ class Jobs:
                 job_status=view.status.value,
             )
         spec = f"{view.model}:{view.version}" if view.version else view.model
+        # The retry reports to the original's receiver too (checked again: the allowance may
+        # have changed since).
+        extra = {**await webhook_fields(self.settings, callback_url), "retry_of": job_id}
         await self.limits.take(owner, jobs=1, rows=len(rows))
-        accepted = await self.submit(
-            rows, spec, owner, {"retry_of": job_id}, priority=view.priority
-        )
+        accepted = await self.submit(rows, spec, owner, extra, priority=view.priority)
         log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
         return accepted
 

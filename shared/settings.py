@@ -233,6 +233,10 @@ class Settings(BaseSettings):
     from 30 s span about 4 h)."""
     webhook_timeout: float = Field(5.0, gt=0)
     """Seconds a receiver has to answer one delivery."""
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    """The gateway's address as clients reach it (e.g. `https://mlqueue.example.com`): webhook
+    payloads then carry an absolute `result_url`; empty, the path alone (relative to the
+    gateway the job was submitted to)."""
     webhook_max_data_bytes: int = Field(65_536, ge=0)
     """A JSON job's predictions ride in its webhook (`data`) while their JSON is at most this
     long; larger ones are fetched from `result_url`."""

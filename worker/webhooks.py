@@ -114,7 +114,7 @@ def _payload(
         "model": fields["model"],
         "version": fields["version"] or None,
         "error": error,
-        "result_url": f"/v1/jobs/{job_id}/result",
+        "result_url": f"{settings.public_url.rstrip('/')}/v1/jobs/{job_id}/result",
     }
     if fields["kind"] == "json" and fields["status"] == "succeeded":
         result = redis.hget(jobstore.job_key(job_id), "result")
