@@ -49,7 +49,7 @@ $(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-.PHONY: images-offline test-docker bench-scale bench-cpu bench-ab
+.PHONY: images-offline test-docker bench-scale bench-cpu bench-ab bench-features
 ## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
 images-offline:
 	deploy/offline-bases.sh
@@ -127,6 +127,10 @@ clean:
 ## CPU ms per 1-row job in the gateway, worker, Redis and client (comparable on a busy machine)
 bench-cpu: $(VENV)/.dev-installed
 	$(PY) -m bench.cpu_budget $(ARGS)
+
+## What each job-API feature (Idempotency-Key, priority, callback_url, rate limits) costs per job
+bench-features: $(VENV)/.dev-installed
+	$(PY) -m bench.features $(ARGS)
 
 ## A/B: this checkout against commit REF, alternating rounds of the same load (jobs/s, CPU/job)
 REF ?= origin/main
