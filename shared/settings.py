@@ -231,6 +231,9 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(30.0, gt=0)
     """Wait before the second attempt; doubled after each failure, +/- 20 % jitter (10 attempts
     from 30 s span about 4 h)."""
+    webhook_threads: int = Field(8, ge=1)
+    """Threads per worker process that make webhook deliveries: a slow receiver holds one of
+    them, never the process's next prediction."""
     webhook_timeout: float = Field(5.0, gt=0)
     """Seconds a receiver has to answer one delivery."""
     public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
