@@ -25,10 +25,10 @@ from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload, fingerprint_upload, idle_bounded
 from gateway.events import JobEvents
 from gateway.idempotency import Idempotency, fingerprint
-from gateway.job_stream import JobStreams, Slot, StatusEvent
+from gateway.job_stream import JobStreams, StatusEvent
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
-from gateway.quotas import Quotas
+from gateway.quotas import Lease, Quotas
 from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -111,7 +111,7 @@ class Jobs:
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.limits = RateLimiter(redis, settings)
-        self.streams = JobStreams(settings, self.store, events)
+        self.streams = JobStreams(settings, self.store, events, self.quotas)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -300,12 +300,12 @@ class Jobs:
 
     async def open_events(
         self, job_id: str, owner: str, last_event_id: str | None
-    ) -> tuple[AsyncIterator[StatusEvent], Slot]:
+    ) -> tuple[AsyncIterator[StatusEvent], Lease]:
         """The job's `status` events until it ends, and the stream's place among the owner's
         (released when the stream ends; release it too if it is never iterated). 404 for an
         unknown job and 429 at the bound, before anything is streamed."""
         await self.store.get(job_id, owner)
-        slot = self.streams.acquire(owner)
+        slot = await self.streams.acquire(owner)
         return self.streams.stream(job_id, owner, last_event_id, slot), slot
 
     async def result(

@@ -211,8 +211,8 @@ class Settings(BaseSettings):
     """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
     A job with more rows than this waits for a full bucket."""
     max_event_streams_per_key: int = Field(16, ge=1)
-    """Open `GET /v1/jobs/{id}/events` streams one API key may hold per gateway process; one
-    more is a 429 (a stream holds a connection for as long as its job runs)."""
+    """Open `GET /v1/jobs/{id}/events` streams one API key may hold, all gateway processes
+    together; one more is a 429 (a stream holds a connection for as long as its job runs)."""
     events_poll_seconds: float = Field(0.5, gt=0)
     """How often an event stream re-reads its job between wakeups (progress and the start of a
     job are not published; the end is, and is sent at once)."""
