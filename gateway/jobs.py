@@ -109,7 +109,7 @@ class Jobs:
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
         self.quotas = Quotas(redis, settings, commands)
         self.listing = JobListing(redis, settings.result_ttl)
-        self.idempotency = Idempotency(redis, settings.idempotency_ttl)
+        self.idempotency = Idempotency(redis, settings.idempotency_ttl, commands)
         self.limits = RateLimiter(redis, settings)
         self.streams = JobStreams(settings, self.store, events, self.quotas)
         self.batcher = Batcher(
