@@ -108,8 +108,8 @@ class ContainerDrill(HaDrill):
         cluster = self.cluster
         victim = cluster.master()
         replica = next(node for node in cluster.nodes if node != victim)
-        cut = time.monotonic()
         cluster.cut(replica)
+        cut = time.monotonic()
         try:
             time.sleep(2.0)  # below min-replicas-max-lag (5 s): the master still takes writes
             held = len([t for t in load.ok_times if t > cut])
