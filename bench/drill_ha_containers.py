@@ -5,9 +5,9 @@ docker-compose.ha.yaml + docker-compose.drill.yaml: master `redis`, `redis-repli
 sentinels, the gateway and the worker(s), all configured with the sentinels. The scenarios are
 those of `bench.drill_ha`, with the faults dealt by the Docker CLI:
 
-  kill       `docker kill --signal KILL` the current master's container; Sentinel promotes the
-             replica; the container is started again and its entrypoint joins the new master as
-             a replica (what its restart policy does).
+  kill       `docker kill --signal KILL` the current master's container and start it again at
+             once (what a restart policy does after a crash); its entrypoint waits while the
+             sentinels promote the replica, then joins the new master as a replica.
   partition  `docker pause` the master past down-after-milliseconds; failover; `docker unpause`:
              the old master must come back as a replica.
   lag        the replica is taken off the compose network (`docker network disconnect`: packets
@@ -103,6 +103,19 @@ class ContainerDrill(HaDrill):
 
     def stop(self) -> None:
         """Nothing: `.ci/docker-stack` takes the stack down."""
+
+    def _kill(self, load: Load, since: float) -> str:
+        """As `HaDrill._kill`, but the container starts again at once, as a restart policy
+        restarts a crashed one (`docker kill` itself is exempt from restart policies): its
+        entrypoint waits for the failover, then joins the new master as a replica."""
+        cluster = self.cluster
+        victim = cluster.master()
+        cluster.kill(victim)
+        cluster.start_node(victim, replica_of=None)
+        new = cluster.wait_for_new_master(victim)
+        failover = time.monotonic() - since
+        cluster.wait_in_sync()
+        return f"{victim.name}->{new.name}, promoted after {failover:.1f} s"
 
     def _lag(self, load: Load, since: float) -> str:
         cluster = self.cluster
