@@ -383,7 +383,7 @@ def _wait(check: object, timeout: float) -> bool:
 def table(runs: list[Run]) -> str:
     head = (
         f"{'run':<12}{'accepted':>9}{'done':>7}{'wrong':>6}{'lost':>5}{'dup':>5}"
-        f"{'outage s':>9}{'503':>6}{'5xx':>5}  csv (500k rows)"
+        f"{'outage s':>9}{'503':>6}{'5xx':>5}  csv"
     )
     lines = [head, "-" * len(head)]
     for r in runs:
