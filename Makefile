@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha soak train clean
+.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha drill-ha-local soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -66,10 +66,14 @@ bench-scale: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
 
-## Redis failover drill: master + replica + 3 sentinels on 127.0.0.1; SIGKILL the master RUNS times
-## under load (then a partition and a WAIT-off contrast); exits non-zero if any accepted job is lost
+## Redis failover drill on the HA compose stack (master, replica, 3 sentinels): `docker kill` the
+## master RUNS times under load, then a partition (`docker pause`) and a WAIT-off contrast; exits
+## non-zero if any accepted job is lost. `make drill-ha-local`: the same on local processes.
 RUNS ?= 10
-drill-ha: $(VENV)/.dev-installed redis-server
+drill-ha: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack drill-ha --runs $(RUNS) $(ARGS)
+
+drill-ha-local: $(VENV)/.dev-installed redis-server
 	$(PY) -m bench.drill_ha --runs $(RUNS) $(ARGS)
 
 ## Soak: CLIENTS concurrent clients for DURATION seconds, every result checked, RSS drift reported
