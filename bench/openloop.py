@@ -147,7 +147,8 @@ async def open_loop(
     pool.close()
     ms = [1000 * v for v in run.latencies]
     lags = [1000 * v for v in run.lags]
-    span = (run.last_done - t0) if run.latencies else float("nan")
+    # Answers per second over the schedule, or longer when the last answers came later.
+    span = max(run.last_done - t0, total / rate)
     return {
         "mode": mode,
         "target_rate": round(rate, 1),

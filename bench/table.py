@@ -83,6 +83,8 @@ def closed_loop_rows(report: dict[str, Any]) -> list[list[Cell]]:
     mls = r["mlserver"]
     rows: list[list[Cell]] = []
     for name, path, key in HTTP_ROWS:
+        if path[0] not in report:
+            continue  # not chosen with --systems
         part = _part(report, *path)
         if part is None:
             rows.append([name, *([None] * 7)])
@@ -101,21 +103,28 @@ def closed_loop_rows(report: dict[str, Any]) -> list[list[Cell]]:
             ]
         )
     naive = _part(report, "naive_celery")
-    rows.append(
-        [
-            "naive Celery, 1 task per job",
-            r["naive_celery"],
-            None,
-            None,
-            naive["seq_p50_ms"] if naive else None,
-            naive["seq_p99_ms"] if naive else None,
-            0 if naive else None,
-            _over(r["naive_celery"], mls),
-        ]
-    )
-    rows.append(
-        ["in-process predict, 1 row", r["in_process"], *([None] * 5), _over(r["in_process"], mls)]
-    )
+    if "naive_celery" in report:
+        rows.append(
+            [
+                "naive Celery, 1 task per job",
+                r["naive_celery"],
+                None,
+                None,
+                naive["seq_p50_ms"] if naive else None,
+                naive["seq_p99_ms"] if naive else None,
+                0 if naive else None,
+                _over(r["naive_celery"], mls),
+            ]
+        )
+    if "in_process" in report:
+        rows.append(
+            [
+                "in-process predict, 1 row",
+                r["in_process"],
+                *([None] * 5),
+                _over(r["in_process"], mls),
+            ]
+        )
     return rows
 
 

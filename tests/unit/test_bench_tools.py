@@ -194,6 +194,8 @@ def test_report_shows_a_failed_baseline_and_counts_mlqueue_errors() -> None:
     assert table.ratios(r)["jobs_vs_mlserver"] is None
     text, _ = table.render(r)
     assert "mlserver FAILED: x" in text
+    assert "MLServer 1.7.1, adaptive batching  " in text  # a row of dashes, still there
+    assert "article sync FastAPI" not in text  # not run at all (--systems): no row
     assert table.failures(r) == 3 + 1
 
 
