@@ -56,6 +56,10 @@ class Pool:
 
     async def take(self) -> Connection:
         await self.slots.acquire()
+        # Servers close keep-alive connections idle too long (uvicorn: after 5 s); one that has
+        # been closed is dropped here rather than failing a request that the server never saw.
+        while self.idle and (self.idle[-1][0].at_eof() or self.idle[-1][1].is_closing()):
+            self.idle.pop()[1].close()
         if self.idle:
             connection = self.idle.pop()
         else:

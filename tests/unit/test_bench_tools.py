@@ -25,13 +25,14 @@ ROW = [0.01 * i for i in range(10)]
 Answer = Callable[[bytes], Awaitable[bytes]]
 
 
-async def serve(answer: Answer) -> tuple[asyncio.Server, str]:
-    """A keep-alive HTTP/1.1 server on 127.0.0.1 that answers every request with `answer(body)`."""
+async def serve(answer: Answer, idle_timeout: float = 60) -> tuple[asyncio.Server, str]:
+    """A keep-alive HTTP/1.1 server on 127.0.0.1 that answers every request with `answer(body)`
+    and closes a connection idle for `idle_timeout` s."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), idle_timeout)
                 length = 0
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
@@ -43,7 +44,7 @@ async def serve(answer: Answer) -> tuple[asyncio.Server, str]:
                     b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
                 )
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -53,9 +54,9 @@ async def serve(answer: Answer) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def run_open_loop(answer: Answer, **kwargs: Any) -> dict[str, Any]:
+def run_open_loop(answer: Answer, idle_timeout: float = 60, **kwargs: Any) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        server, url = await serve(answer)
+        server, url = await serve(answer, idle_timeout)
         try:
             return await open_loop(url, "predict", [(encode("predict", ROW), 1.5)], **kwargs)
         finally:
@@ -100,6 +101,22 @@ def test_open_loop_counts_wrong_answers() -> None:
         drain=10,
     )
     assert found["sent"] == found["completed"] == found["mismatches"] == 10
+
+
+def test_open_loop_drops_connections_the_server_closed_while_idle() -> None:
+    # Arrivals 0.25 s apart, the server closing connections idle for 0.1 s: every pooled
+    # connection is dead when its turn comes, and no request may fail for it.
+    found = run_open_loop(
+        slow_answer(0),
+        idle_timeout=0.1,
+        rate=4,
+        duration=1,
+        warm_connections=4,
+        max_connections=8,
+        drain=10,
+    )
+    assert found["sent"] == found["completed"] == 4
+    assert found["errors"] == 0, found["first_error"]
 
 
 def test_open_loop_stops_by_itself_when_answers_never_come() -> None:
