@@ -150,8 +150,16 @@ def bench_mlqueue(
 def bench_mlserver(
     model_path: Path, sha256: str, cases: Path, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
+    started = time.perf_counter()
     with mlserver.running(model_path, sha256, work, work / "mlserver.log") as url:
-        return drive(url, "v2", cases, args)
+        setup = {
+            "requirements": list(mlserver.REQUIREMENTS),
+            "max_batch_size": mlserver.BATCH_SIZE,
+            "max_batch_time_s": mlserver.BATCH_TIME_S,
+            "parallel_workers": mlserver.PARALLEL_WORKERS,
+            "ready_after_s": round(time.perf_counter() - started, 1),  # incl. a first install
+        }
+        return {**drive(url, "v2", cases, args), "setup": setup}
 
 
 def bench_sync(
