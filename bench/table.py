@@ -199,10 +199,9 @@ def notes(report: dict[str, Any]) -> list[str]:
     """Ratios, issue 16's targets, client CPU and errors, one line each."""
     found = []
     ratio = report.get("ratios") or ratios(report)
-    found.append(
-        "ratios (mlqueue jobs/s over each baseline): "
-        + ", ".join(f"{k} {v}x" for k, v in ratio.items() if v is not None)
-    )
+    measured = [f"{k} {v}x" for k, v in ratio.items() if v is not None]
+    if measured:
+        found.append("ratios (mlqueue jobs/s over each baseline): " + ", ".join(measured))
     checks = []
     for key, goal in TARGETS.items():
         if ratio.get(key) is not None:
