@@ -80,7 +80,8 @@ def loadgen(
     ]
     if requests:
         argv += ["--requests", str(requests)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    # Bounded even if a server stops answering mid-request (the client waits on its socket).
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 120)
     return dict(json.loads(out.stdout))
 
 
