@@ -9,8 +9,10 @@ sequential (one client) latency:
   3. the article's synchronous FastAPI `/predict` (1 row per request);
   4. naive Celery: one task per 1-row job, JSON rows, plain `model.predict`;
   5. the in-process `model.predict` limit.
-With `--open-loop` (`make bench-latency`), mlqueue's two paths and MLServer are also driven at a
-constant arrival rate (`bench.openloop`) of 25/50/75/90 % of the capacity each showed above.
+mlqueue and MLServer run side by side, their closed-loop runs in turns (`bench.head_to_head`;
+`--repeats N` takes N rounds and reports medians). With `--open-loop` (`make bench-latency`),
+mlqueue's two paths and MLServer are also driven at a constant arrival rate (`bench.openloop`) of
+25/50/75/90 % of the capacity each showed above.
 """
 
 from __future__ import annotations
@@ -18,149 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from redis import Redis
 from sklearn.datasets import load_diabetes
 
-from bench import mlserver, openloop, table
+from bench import table
+from bench.drivers import drive, http_ready, running
+from bench.head_to_head import head_to_head, round_ratios
 from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo
 
 RESULTS = Path(__file__).parent / "results"
-
-
-@contextmanager
-def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = processes.spawn(argv, env, log=log)
-    try:
-        yield proc
-    finally:
-        processes.stop(proc)
-
-
-def http_ready(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
-def loadgen(
-    url: str, mode: str, cases: Path, clients: int, duration: float, requests: int | None = None
-) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.loadgen",
-        "--url",
-        url,
-        "--mode",
-        mode,
-        "--cases",
-        str(cases),
-        "--clients",
-        str(clients),
-        "--duration",
-        str(duration),
-    ]
-    if requests:
-        argv += ["--requests", str(requests)]
-    # Bounded even if a server stops answering mid-request (the client waits on its socket).
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 120)
-    return dict(json.loads(out.stdout))
-
-
-def arrivals(url: str, mode: str, cases: Path, rate: float, duration: float) -> dict[str, Any]:
-    """One `bench.openloop` run (a process of its own, like the closed-loop client)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.openloop",
-        "--url",
-        url,
-        "--mode",
-        mode,
-        "--cases",
-        str(cases),
-        "--rate",
-        f"{rate:.1f}",
-        "--duration",
-        str(duration),
-    ]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 120)
-    return dict(json.loads(out.stdout))
-
-
-def drive(
-    url: str, mode: str, cases: Path, args: argparse.Namespace, open_loop: bool = True
-) -> dict[str, Any]:
-    """Closed-loop load, sequential latency and, with --open-loop, the open-loop levels."""
-    loadgen(url, mode, cases, args.clients, 2)  # warm-up
-    load = loadgen(url, mode, cases, args.clients, args.duration)
-    seq = loadgen(url, mode, cases, 1, 60, requests=args.sequential)
-    found: dict[str, Any] = {"load": load, "sequential": seq}
-    if open_loop and args.open_loop and load["jobs_per_s"] > 0:
-        found["open_loop"] = [
-            {"share": share, **arrivals(url, mode, cases, share * load["jobs_per_s"], args.ol_s)}
-            for share in OPEN_LOOP_SHARES
-        ]
-    return found
-
-
-def bench_mlqueue(
-    env: dict[str, str], cases: Path, args: argparse.Namespace, logs: Path
-) -> dict[str, Any]:
-    """Both HTTP paths against one system; `load`/`sequential` at the top are submit + poll."""
-    port = processes.free_port()
-    env = {
-        **env,
-        "MLQUEUE_PORT": str(port),
-        "MLQUEUE_LOG_LEVEL": "WARNING",
-        # The open-loop client keeps up to MAX_CONNECTIONS requests waiting, all on one (anonymous)
-        # key; the default per-key cap (64) would answer the rest 429, which MLServer, keyless,
-        # never does. Real traffic at that concurrency comes from many keys.
-        "MLQUEUE_MAX_LONG_POLLS_PER_KEY": str(max(openloop.MAX_CONNECTIONS, args.clients)),
-    }
-    url = f"http://127.0.0.1:{port}"
-    with (
-        running(processes.worker_argv(), env, logs / "worker.log") as worker,
-        running(processes.gateway_argv(), env, logs / "gateway.log") as gateway,
-    ):
-        processes.wait_until(http_ready(f"{url}/readyz"), 60, "mlqueue", gateway)
-        assert worker.poll() is None
-        predict = drive(url, "predict", cases, args)
-        jobs = drive(url, "jobs", cases, args)
-    return {**jobs, "predict": predict}
-
-
-def bench_mlserver(
-    model_path: Path, sha256: str, cases: Path, args: argparse.Namespace, work: Path
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    with mlserver.running(model_path, sha256, work, work / "mlserver.log") as url:
-        setup = {
-            "requirements": list(mlserver.REQUIREMENTS),
-            "max_batch_size": mlserver.BATCH_SIZE,
-            "max_batch_time_s": mlserver.BATCH_TIME_S,
-            "parallel_workers": mlserver.PARALLEL_WORKERS,
-            "ready_after_s": round(time.perf_counter() - started, 1),  # incl. a first install
-        }
-        return {**drive(url, "v2", cases, args), "setup": setup}
 
 
 def bench_sync(
@@ -181,9 +60,7 @@ def bench_sync(
     url = f"http://127.0.0.1:{port}"
     with running(argv, env, logs / "sync.log") as server:
         processes.wait_until(http_ready(f"{url}/docs"), 60, "sync app", server)
-        return drive(
-            url, "predict", cases, argparse.Namespace(**{**vars(args), "open_loop": False})
-        )
+        return drive(url, "predict", cases, args, open_loop=False)
 
 
 def bench_naive_celery(
@@ -261,7 +138,13 @@ def bench_in_process(model_path: Path, X: np.ndarray) -> dict[str, float]:
 
 
 SYSTEMS = ("mlqueue", "mlserver", "sync", "naive", "inprocess")
-OPEN_LOOP_SHARES = (0.25, 0.5, 0.75, 0.9)
+KEYS = {
+    "mlqueue": "mlqueue",
+    "mlserver": "mlserver",
+    "sync": "sync_fastapi",
+    "naive": "naive_celery",
+    "inprocess": "in_process",
+}
 
 
 def main() -> int:
@@ -276,6 +159,12 @@ def main() -> int:
         help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of mlqueue and MLServer closed-loop runs, in turns; rows are medians",
+    )
+    parser.add_argument(
         "--open-loop",
         action="store_true",
         help="also drive mlqueue and MLServer at 25/50/75/90 %% of their measured capacity",
@@ -285,6 +174,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown --systems {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
@@ -307,39 +198,41 @@ def main() -> int:
         "load_avg_before": os.getloadavg(),
         "args": {**vars(args), "systems": systems},
     }
-    # (--systems name, report key, run): mlqueue first, then MLServer, while the box is as alike
+    # (--systems names, run): mlqueue and MLServer first and together, while the box is as alike
     # for both as one run allows.
-    runs: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
-        ("mlqueue", "mlqueue", lambda: bench_mlqueue(env, cases, args, work)),
+    runs: list[tuple[set[str], Callable[[], dict[str, Any]]]] = [
         (
-            "mlserver",
-            "mlserver",
-            lambda: bench_mlserver(model_path, info.sha256, cases, args, work),
+            {"mlqueue", "mlserver"},
+            lambda: head_to_head(env, model_path, info.sha256, cases, args, work, systems),
         ),
-        ("sync", "sync_fastapi", lambda: bench_sync(model_path, cases, args, work)),
+        ({"sync"}, lambda: {"sync_fastapi": bench_sync(model_path, cases, args, work)}),
         (
-            "naive",
-            "naive_celery",
-            lambda: bench_naive_celery(redis_url, model_path, X.tolist(), args, work),
+            {"naive"},
+            lambda: {
+                "naive_celery": bench_naive_celery(redis_url, model_path, X.tolist(), args, work)
+            },
         ),
-        ("inprocess", "in_process", lambda: dict(bench_in_process(model_path, X))),
+        ({"inprocess"}, lambda: {"in_process": dict(bench_in_process(model_path, X))}),
     ]
     redis = processes.start_redis(redis_port, work / "redis", log=work / "redis.log")
     try:
-        for name, key, run in runs:
-            if name not in systems:
+        for names, run in runs:
+            chosen = sorted(names & set(systems))
+            if not chosen:
                 continue
-            print(f"bench: {key} ...", file=sys.stderr, flush=True)
+            print(f"bench: {', '.join(chosen)} ...", file=sys.stderr, flush=True)
             try:
-                report[key] = run()
+                report.update(run())
             except Exception as exc:  # one broken baseline must not lose the others' figures
-                report[key] = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"bench: {key} failed: {exc} (logs in {work})", file=sys.stderr)
+                error = {"error": f"{type(exc).__name__}: {exc}"}
+                report.update({KEYS[name]: error for name in chosen})
+                print(f"bench: {chosen} failed: {exc} (logs in {work})", file=sys.stderr)
             Redis.from_url(redis_url).flushall()
     finally:
         processes.stop(redis)
     report["load_avg_after"] = os.getloadavg()
     report["ratios"] = table.ratios(report)
+    report["ratios_per_round"] = round_ratios(report)
     text, markdown = table.render(report)
     print(text)
     stem = RESULTS / f"bench-{report['when'].replace(':', '')}"

@@ -202,6 +202,12 @@ def notes(report: dict[str, Any]) -> list[str]:
     measured = [f"{k} {v}x" for k, v in ratio.items() if v is not None]
     if measured:
         found.append("ratios (mlqueue jobs/s over each baseline): " + ", ".join(measured))
+    rounds = report.get("ratios_per_round") or {}
+    if any(len(v) > 1 for v in rounds.values()):
+        found.append(
+            "per round, in turns (the rows above are medians): "
+            + "; ".join(f"{k} {', '.join(f'{x}x' for x in v)}" for k, v in rounds.items())
+        )
     checks = []
     for key, goal in TARGETS.items():
         if ratio.get(key) is not None:

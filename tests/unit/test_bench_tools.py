@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from bench import mlserver, table
+from bench.head_to_head import median_round, round_ratios
 from bench.loadgen import encode
 from bench.openloop import open_loop
 from shared.registry import sha256_file
@@ -233,3 +234,23 @@ def test_report_open_loop_rows_and_wrong_answers() -> None:
     rows = table.open_loop_rows(r)
     assert rows == [["mlqueue submit + poll", "50 %", 600.0, 598.0, 5.0, 20.0, 30.0, 2, 1.0]]
     assert table.failures(r) == 2
+
+
+def test_head_to_head_rows_are_the_median_round_with_every_rounds_errors() -> None:
+    rounds = [
+        {"jobs_per_s": rate, "p99_ms": p99, "errors": errors, "mismatches": 0}
+        for rate, p99, errors in ((900.0, 80.0, 1), (1100.0, 40.0, 0), (1000.0, 50.0, 2))
+    ]
+    row = median_round(rounds)
+    assert (row["jobs_per_s"], row["p99_ms"]) == (1000.0, 50.0)
+    assert row["errors"] == 3
+    assert row["rounds_jobs_per_s"] == [900.0, 1100.0, 1000.0]
+
+
+def test_head_to_head_pairs_the_rounds_in_time() -> None:
+    def part(*rates: float) -> dict[str, Any]:
+        return {"load": {"rounds_jobs_per_s": list(rates)}}
+
+    r = {"mlqueue": {**part(1000, 1200), "predict": part(1500, 1800)}, "mlserver": part(1000, 1500)}
+    assert round_ratios(r) == {"predict_vs_mlserver": [1.5, 1.2], "jobs_vs_mlserver": [1.0, 0.8]}
+    assert round_ratios({"mlqueue": part(1000)}) == {}
