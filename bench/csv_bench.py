@@ -153,8 +153,8 @@ def main() -> None:
     loadavg_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mlqueue-bench-"))
     registry = Registry(work / "models", "demo")
-    train_demo(registry, "demo")
-    model_path = work / "models" / "demo" / "1" / "model.joblib"
+    info = train_demo(registry, "demo")
+    model_path = work / "models" / "demo" / info.version / info.artifact
 
     base_s, predict_cpu_s = baseline(source, model_path, work / "baseline.csv")
     two = {

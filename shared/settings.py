@@ -211,8 +211,8 @@ class Settings(BaseSettings):
     """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
     A job with more rows than this waits for a full bucket."""
     max_event_streams_per_key: int = Field(16, ge=1)
-    """Open `GET /v1/jobs/{id}/events` streams one API key may hold per gateway process; one
-    more is a 429 (a stream holds a connection for as long as its job runs)."""
+    """Open `GET /v1/jobs/{id}/events` streams one API key may hold, all gateway processes
+    together; one more is a 429 (a stream holds a connection for as long as its job runs)."""
     events_poll_seconds: float = Field(0.5, gt=0)
     """How often an event stream re-reads its job between wakeups (progress and the start of a
     job are not published; the end is, and is sent at once)."""
@@ -231,8 +231,15 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(30.0, gt=0)
     """Wait before the second attempt; doubled after each failure, +/- 20 % jitter (10 attempts
     from 30 s span about 4 h)."""
+    webhook_threads: int = Field(8, ge=1)
+    """Threads per worker process that make webhook deliveries: a slow receiver holds one of
+    them, never the process's next prediction."""
     webhook_timeout: float = Field(5.0, gt=0)
     """Seconds a receiver has to answer one delivery."""
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    """The gateway's address as clients reach it (e.g. `https://mlqueue.example.com`): webhook
+    payloads then carry an absolute `result_url`; empty, the path alone (relative to the
+    gateway the job was submitted to)."""
     webhook_max_data_bytes: int = Field(65_536, ge=0)
     """A JSON job's predictions ride in its webhook (`data`) while their JSON is at most this
     long; larger ones are fetched from `result_url`."""
