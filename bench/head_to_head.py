@@ -3,7 +3,8 @@
 The goal is a ratio (mlqueue's jobs/s over MLServer's), so the two are measured as close in time
 as one machine allows: mlqueue (Redis, worker, gateway) and MLServer are started together and stay
 up, idle but for the one being driven, and `--repeats N` runs the closed-loop client against
-mlqueue `/predict`, mlqueue submit + long-poll and MLServer in turn, N rounds. Each system's row
+mlqueue `/predict`, mlqueue submit + long-poll and MLServer in turn, N rounds (every other one in
+reverse order). Each system's row
 is its median round (its errors summed over all rounds); the per-round ratios are kept too, so a
 drift in the machine's load shows up as a spread instead of as a difference between systems.
 Then each gets its sequential latency and, with --open-loop, its open-loop levels.
@@ -100,8 +101,10 @@ def head_to_head(
         for _, url, mode in targets:
             loadgen(url, mode, cases, args.clients, 2)  # warm-up
         rounds: dict[str, list[dict[str, Any]]] = {part: [] for part, _, _ in targets}
-        for _ in range(args.repeats):
-            for part, url, mode in targets:
+        for n in range(args.repeats):
+            # Every other round in reverse order, so a steady drift in the box's other load
+            # favours no system over the rounds.
+            for part, url, mode in targets if n % 2 == 0 else targets[::-1]:
                 rounds[part].append(loadgen(url, mode, cases, args.clients, args.duration))
         for part, url, mode in targets:
             found[part] = finish(url, mode, cases, args, median_round(rounds[part]))
