@@ -8,6 +8,7 @@ shows as a row of dashes with its error below the table; ratios need both sides.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -205,8 +206,11 @@ def notes(report: dict[str, Any]) -> list[str]:
     rounds = report.get("ratios_per_round") or {}
     if any(len(v) > 1 for v in rounds.values()):
         found.append(
-            "per round, in turns (the rows above are medians): "
-            + "; ".join(f"{k} {', '.join(f'{x}x' for x in v)}" for k, v in rounds.items())
+            "per round, in turns (the rows above are each system's median round): "
+            + "; ".join(
+                f"{k} {', '.join(f'{x}x' for x in v)} (median {statistics.median(v)}x)"
+                for k, v in rounds.items()
+            )
         )
     checks = []
     for key, goal in TARGETS.items():

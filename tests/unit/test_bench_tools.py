@@ -254,3 +254,5 @@ def test_head_to_head_pairs_the_rounds_in_time() -> None:
     r = {"mlqueue": {**part(1000, 1200), "predict": part(1500, 1800)}, "mlserver": part(1000, 1500)}
     assert round_ratios(r) == {"predict_vs_mlserver": [1.5, 1.2], "jobs_vs_mlserver": [1.0, 0.8]}
     assert round_ratios({"mlqueue": part(1000)}) == {}
+    text, _ = table.render(report(ratios_per_round={"jobs_vs_mlserver": [0.9, 1.3, 1.1]}))
+    assert "jobs_vs_mlserver 0.9x, 1.3x, 1.1x (median 1.1x)" in text
