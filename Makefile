@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha drill-ha-local soak train clean
+.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-latency bench-csv drill drill-ha drill-ha-local soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -141,6 +141,11 @@ REF ?= origin/main
 bench-ab: $(VENV)/.dev-installed
 	$(PY) -m bench.ab --ref $(REF) $(ARGS)
 
-## Throughput benchmark: mlqueue vs the article's sync API, naive Celery and in-process predict
+## Throughput benchmark: mlqueue vs MLServer (own venv, made on first use), the article's sync API,
+## naive Celery and in-process predict; BENCH_ARGS="--open-loop" adds the open-loop table
 bench: $(VENV)/.dev-installed
-	$(PY) -m bench.bench
+	$(PY) -m bench.bench $(BENCH_ARGS)
+
+## Open-loop latency: mlqueue and MLServer at 25/50/75/90 % of the capacity measured in the same run
+bench-latency: $(VENV)/.dev-installed
+	$(PY) -m bench.bench --systems mlqueue,mlserver --open-loop $(BENCH_ARGS)
