@@ -149,3 +149,42 @@ class JobPage(_Wire):
 
     jobs: list[Job]
     next_cursor: str | None = None
+
+
+class AliasTarget(_Wire):
+    """Where an alias points: one `version`, or weighted `versions` (a canary), and optionally a
+    `shadow` version that scores a copy of the rows after each answer."""
+
+    version: int | None = None
+    versions: dict[str, float] | None = None
+    shadow: int | None = None
+
+    def body(self) -> dict[str, object]:
+        """The `PUT /v1/models/{name}/aliases/{alias}` body for this target."""
+        return self.model_dump(exclude_none=True)
+
+
+class Aliases(_Wire):
+    """A model's aliases (`GET /v1/models/{name}/aliases`)."""
+
+    name: str
+    aliases: dict[str, AliasTarget]
+
+
+class AliasChange(_Wire):
+    """One change of an alias: who (a key's id), when, from, to (None: absent)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    alias: str
+    who: str
+    at: datetime
+    from_: AliasTarget | None = Field(None, alias="from")
+    to: AliasTarget | None = None
+
+
+class History(_Wire):
+    """A model's alias changes, newest first (`GET /v1/models/{name}/history`)."""
+
+    name: str
+    changes: list[AliasChange]
