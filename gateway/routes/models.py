@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 
+from gateway import alias_examples as aex
 from gateway import examples as ex
 from gateway.deps import AdminDep, StateDep
 from shared.aliases import ALIAS_PATTERN, AliasesView, AliasTarget, HistoryView
@@ -28,16 +29,20 @@ async def list_models(state: StateDep) -> ModelsView:
     return ModelsView(default=registry.default, models=registry.all_versions())
 
 
-@router.get("/{name}/aliases")
+@router.get("/{name}/aliases", responses=aex.ALIASES_ANSWER)
 async def list_aliases(state: StateDep, name: ModelName) -> AliasesView:
     """The model's aliases and where each points."""
     await state.aliases.ensure()
     return state.aliases.view(name)
 
 
-@router.put("/{name}/aliases/{alias}")
+@router.put("/{name}/aliases/{alias}", responses=aex.ALIASES_ANSWER)
 async def put_alias(
-    state: StateDep, admin: AdminDep, name: ModelName, alias: AliasName, target: AliasTarget
+    state: StateDep,
+    admin: AdminDep,
+    name: ModelName,
+    alias: AliasName,
+    target: Annotated[AliasTarget, Body(openapi_examples=aex.TARGETS)],
 ) -> AliasesView:
     """Point an alias at a version (`{"version": 3}`), split its traffic between versions
     (`{"versions": {"3": 0.9, "4": 0.1}}`), optionally with a `shadow` version; admin key only.
@@ -45,7 +50,7 @@ async def put_alias(
     return await state.aliases.put(name, alias, target, admin)
 
 
-@router.delete("/{name}/aliases/{alias}")
+@router.delete("/{name}/aliases/{alias}", responses=aex.ALIASES_ANSWER)
 async def delete_alias(
     state: StateDep, admin: AdminDep, name: ModelName, alias: AliasName
 ) -> AliasesView:
@@ -53,7 +58,7 @@ async def delete_alias(
     return await state.aliases.delete(name, alias, admin)
 
 
-@router.get("/{name}/history")
+@router.get("/{name}/history", responses=aex.HISTORY_ANSWER)
 async def alias_history(state: StateDep, name: ModelName) -> HistoryView:
     """The model's alias changes, newest first: which alias, who (the key's id), when, from, to."""
     return await state.aliases.history(name)
