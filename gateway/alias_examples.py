@@ -33,5 +33,7 @@ HISTORY = {
         }
     ],
 }
-ALIASES_ANSWER = {200: answer("The model's aliases.", ALIASES)}
-HISTORY_ANSWER = {200: answer("The model's alias changes, newest first.", HISTORY)}
+ALIASES_ANSWER: dict[int | str, dict[str, Any]] = {200: answer("The model's aliases.", ALIASES)}
+HISTORY_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: answer("The model's alias changes, newest first.", HISTORY)
+}
