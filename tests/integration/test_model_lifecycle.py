@@ -10,6 +10,7 @@ model `many` has 20 versions for the memory test.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import statistics
@@ -379,3 +380,38 @@ def _until_workers(app: Celery, version: int, change: Callable[[], None]) -> flo
     for _, task in pending:
         task.forget()
     return 1000 * (stale_sent - changed)
+
+
+def test_the_cli_promotes_and_rolls_back(lifecycle: System, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    env = {
+        "MLQUEUE_URL": lifecycle.base_url,
+        "MLQUEUE_API_KEY": ADMIN,
+        "MLQUEUE_CONFIG": str(tmp_path / "none.toml"),
+    }
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert run("models", "promote", "lc", "3", "--alias", "cli") == "lc@cli -> version 3\n"
+    assert run("models", "promote", "lc", "4", "--alias", "cli") == "lc@cli -> version 4\n"
+    assert run("models", "rollback", "lc", "--alias", "cli") == "lc@cli -> version 3\n"
+    with _client(lifecycle, USER) as user:  # what the gateway now resolves
+        _, version, _ = _run(user, _rows(1), "lc@cli")
+    assert version == "3"
+    history = json.loads(run("models", "history", "lc", "--json"))["changes"]
+    assert [(c["from"], c["to"]) for c in history if c["alias"] == "cli"] == [
+        ({"version": 4}, {"version": 3}),
+        ({"version": 3}, {"version": 4}),
+        (None, {"version": 3}),
+    ]
+    assert "lc@cli -> version 3" in run("models", "aliases", "lc")
+    assert "lc:1" in run("models")  # the bare group still lists the models
+    user_env = {**env, "MLQUEUE_API_KEY": USER}
+    refused = CliRunner().invoke(cli, ["models", "promote", "lc", "1"], env=user_env)
+    assert refused.exit_code != 0 and "admin key" in refused.output
