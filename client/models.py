@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class _Wire(BaseModel):
@@ -159,9 +165,14 @@ class AliasTarget(_Wire):
     versions: dict[str, float] | None = None
     shadow: int | None = None
 
+    @model_serializer(mode="wrap")
+    def _without_nones(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # As the gateway writes it: `{"version": 3}`, not two more keys holding null.
+        return {k: v for k, v in handler(self).items() if v is not None}
+
     def body(self) -> dict[str, object]:
         """The `PUT /v1/models/{name}/aliases/{alias}` body for this target."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump()
 
 
 class Aliases(_Wire):
@@ -174,7 +185,7 @@ class Aliases(_Wire):
 class AliasChange(_Wire):
     """One change of an alias: who (a key's id), when, from, to (None: absent)."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     alias: str
     who: str
