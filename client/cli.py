@@ -311,7 +311,9 @@ def _target(target: AliasTarget | None) -> str:
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--model", default=None, help='A model name, "name:version" or "default".')
+@click.option(
+    "--model", default=None, help='A model name, "name:version", "name@alias" or "default".'
+)
 @click.option("--id-column", default=None, help="A column passed through to the output.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--ignore-extra", is_flag=True, help="Allow columns the model does not use.")

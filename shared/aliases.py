@@ -31,6 +31,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from shared.errors import QueueUnavailable
 from shared.redisio import ScriptCall, text
@@ -58,6 +59,14 @@ def history_key(name: str) -> str:
 def is_alias(alias: str) -> bool:
     """Whether `alias` is a valid alias name (`[a-z0-9-]+`, at most 63 characters)."""
     return len(alias) <= 63 and bool(_ALIAS.match(alias))
+
+
+class TargetDict(TypedDict, total=False):
+    """An `AliasTarget` as sent: only the keys that are set (its answer schema)."""
+
+    version: int
+    versions: dict[str, float]
+    shadow: int
 
 
 class AliasTarget(BaseModel):
@@ -93,9 +102,10 @@ class AliasTarget(BaseModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _without_nones(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+    def _without_nones(self, handler: SerializerFunctionWrapHandler) -> TargetDict:
         # A target reads as what was PUT: `{"version": 3}`, not three keys, two of them null.
-        return {k: v for k, v in handler(self).items() if v is not None}
+        found: TargetDict = {k: v for k, v in handler(self).items() if v is not None}  # type: ignore[assignment]
+        return found
 
     def primaries(self) -> list[int]:
         """The versions that answer jobs, in ascending order."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -207,3 +208,34 @@ def test_alias_changes_need_an_admin_key_when_keys_are_on(
     change = client.get("/v1/models/demo/history", headers=user).json()["changes"][0]
     assert change["who"] == _digest(KEYS["admin"])[:16]  # the key's id, never the key
     assert KEYS["admin"] not in json.dumps(change)
+
+
+def test_the_sdk_alias_models_have_the_gateways_field_names(client: TestClient) -> None:
+    from client import AliasChange, Aliases, History
+    from client import AliasTarget as SdkTarget
+
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    pairs = {SdkTarget: "AliasTarget", Aliases: "AliasesView", History: "HistoryView"}
+    pairs[AliasChange] = "AliasChange"
+    for model, name in pairs.items():
+        sdk_fields = {f.alias or n for n, f in model.model_fields.items()}
+        schema = components.get(name) or components[f"{name}-Input"]  # the PUT body
+        assert set(schema["properties"]) == sdk_fields, name
+
+
+@pytest.mark.anyio
+async def test_the_async_sdk_promotes_and_rolls_back(app: FastAPI, state: GatewayState) -> None:
+    import httpx
+
+    from client import AsyncClient
+
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncClient("http://gw", transport=transport) as sdk:
+        await sdk.promote("demo", 1, alias="blue")
+        with pytest.raises(ValueError, match="no earlier target"):
+            await sdk.rollback("demo", alias="blue")
+        await sdk.promote("demo", 2, alias="blue")
+        back = await sdk.rollback("demo", alias="blue")
+        assert back.aliases["blue"].version == 1
+        assert [c.to and c.to.version for c in (await sdk.history("demo")).changes] == [1, 2, 1]
+        assert (await sdk.delete_alias("demo", "blue")).aliases == {}
