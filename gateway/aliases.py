@@ -1,6 +1,6 @@
 """The gateway's side of model aliases: its copy of them, kept fresh, and the admin operations.
 
-A background task reads the epoch every `POLL_SECONDS` and the aliases when it moved, so that
+A background task reads the epoch every `POLL_SECONDS / 2` and the aliases when it moved, so that
 resolving a job's model (`Registry.pin`, synchronous) never waits for Redis; a change made through
 this process is loaded at once.
 """
@@ -37,9 +37,7 @@ class Aliases:
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self, force: bool = False) -> None:
-        """Re-read the epoch (when due, or `force`), and the aliases when it moved."""
-        if not (force or self.book.due()):
-            return
+        """Re-read the epoch, and the aliases when it moved (or when `force`)."""
         epoch = text(await self.redis.get(al.EPOCH))
         if epoch == self.book.epoch and not force:
             self.book.seen()
