@@ -25,14 +25,18 @@ log = logging.getLogger(__name__)
 Failures = dict[str, tuple[str, str]]  # job id -> (error type, message)
 
 
-def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
-    """Predict `rows` with `model` for job `job_id`, recording every step in the job store."""
+def run_job(
+    rt: Runtime, job_id: str, rows: Any, model: str, on_shadow: ShadowSender | None = None
+) -> dict[str, Any]:
+    """Predict `rows` with `model` for job `job_id`, recording every step in the job store;
+    a shadow version of the model's alias gets the rows through `on_shadow` once stored."""
     n_rows = len(rows) if isinstance(rows, list) else 0
     status = rt.jobs.start(job_id, model, n_rows)
     if status != "running":
         return _already_ended(rt, job_id, status, model)
     try:
-        info, loaded = rt.models.get(model, job_id)  # an alias splitting traffic keys on the id
+        pinned, loaded = rt.models.pin(model, job_id)  # an alias splitting traffic keys on the id
+        info = pinned.info
         predict_started = time.perf_counter()
         with tracing.span("mlqueue.predict", _attributes(info, n_rows, {tracing.JOB_ID: job_id})):
             predictions = predict_rows(loaded, rows)
@@ -45,6 +49,11 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         reraise(exc, failure)
     with tracing.span("mlqueue.store", {tracing.JOB_ID: job_id}):
         rt.jobs.succeed(job_id, info.version, predictions)
+    if on_shadow is not None and pinned.shadow is not None:
+        shadow = f"{pinned.shadow.name}:{pinned.shadow.version}"
+        on_shadow(
+            {"rows": rows, "predictions": predictions, "model": pinned.spec, "shadow": shadow}
+        )
     # "job started" and "job succeeded"/"job failed" are logged by worker.job_events.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 

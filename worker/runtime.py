@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from redis.retry import Retry
 from threadpoolctl import threadpool_limits
 
@@ -64,6 +64,8 @@ class Runtime:
             self.models.get("default")
         except ServiceError as exc:  # the worker still serves other models, and says why
             log.error("default model not loaded: %s", exc.message)
+        except RedisError as exc:  # "default" may go through an alias: load it on first use
+            log.error("default model not loaded: aliases unreadable: %s", exc)
 
 
 _runtime: Runtime | None = None

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict[str, Any]:
     """The public `mlqueue.predict` task (kwargs: `shared.tasks.PredictKwargs`)."""
     with requeue_if_redis_is_away():
-        return run_job(runtime(), self.request.id, rows, model)
+        return run_job(runtime(), self.request.id, rows, model, _send_shadow)
 
 
 # The batch's own result is not needed (each job's outcome is in the job store): skip storing it.

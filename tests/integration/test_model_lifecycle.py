@@ -224,6 +224,18 @@ def test_a_shadow_scores_after_the_answer_and_exports_the_difference(
     assert delta("mlqueue_worker_shadow_abs_difference_total") == pytest.approx(want, rel=1e-9)
     mean = delta("mlqueue_worker_shadow_abs_difference_total") / len(rows)
     print(f"\nshadow lc:1 vs lc:3 over {len(rows)} rows: mean |diff| {mean:.4f}")
+    # A task sent directly to Celery for the alias is shadowed too.
+    app = Celery(broker=lifecycle.redis_url, backend=lifecycle.redis_url)
+    try:
+        task = app.send_task(
+            "mlqueue.predict", kwargs={"rows": rows[:2], "model": "lc@shadowed"}, queue="mlqueue"
+        )
+        assert task.get(timeout=20)["predictions"] == predictions[:2]
+    finally:
+        app.close()
+    wait_for(lambda: delta("mlqueue_worker_shadow_rows_total") == len(rows) + 2)
+    direct = float(np.abs(np.asarray(shadow[:2]) - np.asarray(predictions[:2])).sum())
+    assert delta("mlqueue_worker_shadow_abs_difference_total") == pytest.approx(want + direct)
 
 
 def _rss_kib(pid: int) -> int:
