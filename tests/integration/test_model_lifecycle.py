@@ -427,3 +427,20 @@ def test_the_cli_promotes_and_rolls_back(lifecycle: System, tmp_path: Path) -> N
     user_env = {**env, "MLQUEUE_API_KEY": USER}
     refused = CliRunner().invoke(cli, ["models", "promote", "lc", "1"], env=user_env)
     assert refused.exit_code != 0 and "admin key" in refused.output
+
+
+def test_a_csv_job_for_an_alias_is_pinned_and_scored_by_that_version(
+    admin: httpx.Client, registry: Path
+) -> None:
+    _put(admin, "csv", {"version": 2})
+    rows = _rows(5, seed=13)
+    data = "".join(",".join(repr(v) for v in row) + "\n" for row in rows).encode()
+    form = {"model": "lc@csv"}
+    accepted = admin.post("/v1/jobs/csv", data=form, files={"file": ("in.csv", data, "text/csv")})
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    result = admin.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
+    assert result.status_code == 200, result.text
+    assert admin.get(f"/v1/jobs/{job_id}").json()["version"] == "2"
+    got = [float(line) for line in result.text.splitlines()[1:]]
+    assert got == pytest.approx(_expected(registry, "lc", "2", rows), rel=1e-12)
