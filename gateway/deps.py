@@ -65,6 +65,24 @@ async def get_owner(request: Request, credentials: Credentials) -> str:
     return keys.owner_id(found)
 
 
+async def get_admin(request: Request, credentials: Credentials) -> str:
+    """The id of the admin key calling (401 without a valid key, 403 with a non-admin one).
+
+    With no keys configured at all (`make run`, local use) the gateway is open and so are the
+    admin routes (the caller's id is ""); with API keys but no `MLQUEUE_ADMIN_KEYS` they are
+    refused: turning keys on must never leave model changes open to every key.
+    """
+    settings = _gateway(request).settings
+    if not settings.api_keys and not settings.admin_keys:
+        return ""
+    owner = await get_owner(request, credentials)
+    found = keys.match(credentials.credentials, settings.admin_keys) if credentials else None
+    if found is None:
+        hint = "" if settings.admin_keys else " (none is configured: MLQUEUE_ADMIN_KEYS)"
+        raise HTTPException(403, f"this route needs an admin key{hint}; key {owner} is not one")
+    return keys.owner_id(found)
+
+
 async def metrics_access(request: Request, credentials: Credentials) -> None:
     """`/metrics` needs a key like `/v1`, unless `MLQUEUE_METRICS_PUBLIC` opens it."""
     if not _gateway(request).settings.metrics_public:
@@ -79,4 +97,5 @@ async def queue_has_room(request: Request) -> None:
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+AdminDep = Annotated[str, Depends(get_admin)]
 QueueHasRoom = Depends(queue_has_room)

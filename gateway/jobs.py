@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics, traces
+from gateway.aliases import Aliases
 from gateway.autopipe import AutoPipeline
 from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
@@ -100,6 +101,7 @@ class Jobs:
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.aliases = Aliases(redis, registry)
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
@@ -130,9 +132,12 @@ class Jobs:
     ) -> JobAccepted:
         """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
         returns the accepted job."""
-        info = self.registry.resolve(model)
-        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         job_id = str(uuid.uuid4())
+        await self.aliases.ensure()
+        # An alias that splits traffic picks the version from the job id.
+        pinned = self.registry.pin(model, job_id)
+        info = pinned.info
+        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
@@ -142,7 +147,8 @@ class Jobs:
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
         with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
-            await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
+            shadow = f"{pinned.shadow.name}:{pinned.shadow.version}" if pinned.shadow else ""
+            await self.batcher.add(record, rows, pinned.spec, queue_for(priority), shadow)
             metrics.job_submitted(info.name, "json", len(rows))
             extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
             log.info("job submitted", extra={**extra, "rows": len(rows)})
@@ -194,6 +200,7 @@ class Jobs:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them). With an Idempotency-Key
         (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
+        await self.aliases.ensure()
         async with self.quotas.upload(owner):
             if key is None:
                 await self.limits.take(owner, jobs=1)
@@ -403,6 +410,7 @@ class Jobs:
 
     async def predict_csv_now(self, data: bytes, owner: str) -> bytes:
         """`predict_now_json` for a small CSV file held whole (header optional)."""
+        await self.aliases.ensure()
         info = self.registry.resolve("default")
         rows, _ = parse_small(data, info.feature_names, self.settings.max_rows_per_job)
         return await self.predict_now_json(rows, owner)

@@ -123,7 +123,14 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     """Model registry root: `<name>/<version>/model.joblib` plus `manifest.json`."""
     default_model: str = "demo"
-    """The model that `"default"` names."""
+    """The model that `"default"` names (through its `production` alias when it has one)."""
+    max_loaded_models: int = Field(8, ge=0)
+    """Model versions each worker process keeps loaded; past it the least recently used one is
+    dropped (and loaded again, verified, when a job needs it). 0: no limit."""
+    max_loaded_model_bytes: int = Field(0, ge=0)
+    """Artifact bytes each worker process keeps loaded (the files' sizes, a rough measure of the
+    memory they take); past it the least recently used versions are dropped, but never the one a
+    job is using. 0: no limit."""
 
     # --- Gateway ------------------------------------------------------------------------
     host: str = "127.0.0.1"
