@@ -54,7 +54,7 @@ def store(backend: Backend, tasks: Sequence[DirectTask], outcomes: Mapping[str, 
             value = backend.encode(meta)
             expires = backend.failure_expires if state == states.FAILURE else backend.expires
             if expires:
-                pipe.setex(key, expires, value)
+                pipe.set(key, value, ex=expires)
             else:
                 pipe.set(key, value)
             pipe.publish(key, value)

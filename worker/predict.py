@@ -98,6 +98,8 @@ def predict_together(
     """(the model, or None if it could not be had; predictions per job) of the live jobs, in
     one model call; the jobs that failed land in `failed`."""
     info: ModelInfo | None = None
+    if not live:
+        return info, {}  # nothing to predict: the model need not even be loaded
     try:
         info, loaded = rt.models.get(model)
         version = info.version
