@@ -5,6 +5,8 @@ and writes the figures as JSON to bench/results/. Throughput is 1-row jobs end t
   1. mlqueue: submit + long-poll result over HTTP, 64 concurrent clients, and sequential latency;
   2. the article's synchronous FastAPI `/predict` (1 row per request), same load generator;
   3. naive Celery: one task per 1-row job, JSON rows, plain `model.predict`;
+  3b. direct enqueuers: N sender processes send one-row tasks straight to Celery, to mlqueue's
+      `mlqueue.predict` (batched by the worker) and to the naive Celery app (`bench.direct`);
   4. the in-process `model.predict` limit.
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 from redis import Redis
 from sklearn.datasets import load_diabetes
 
+from bench import direct
 from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
@@ -121,7 +124,12 @@ def bench_sync(
 
 
 def bench_naive_celery(
-    redis_url: str, model_path: Path, rows: list[list[float]], args: argparse.Namespace, logs: Path
+    redis_url: str,
+    model_path: Path,
+    rows: list[list[float]],
+    args: argparse.Namespace,
+    logs: Path,
+    direct_load: tuple[list[list[float]], list[float]],
 ) -> dict[str, Any]:
     from celery import Celery
 
@@ -164,6 +172,9 @@ def bench_naive_celery(
                 "bench.naive_predict", args=[[rows[i % len(rows)]]], queue="naive"
             ).get(timeout=30)
             latencies.append(1000 * (time.perf_counter() - t))
+        senders = direct.run_senders(
+            redis_url, "bench.naive_predict", "naive", *direct_load, args.senders
+        )
     client.close()
     latencies.sort()
     return {
@@ -173,6 +184,7 @@ def bench_naive_celery(
         "client_cpu_s": round(cpu, 2),
         "seq_p50_ms": round(latencies[len(latencies) // 2], 2),
         "seq_p99_ms": round(latencies[int(0.99 * len(latencies))], 2),
+        "senders": senders,
     }
 
 
@@ -200,6 +212,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--naive-jobs", type=int, default=3000)
+    parser.add_argument("--direct-jobs", type=int, default=3000)
+    parser.add_argument("--senders", type=int, default=4, help="direct enqueuer processes")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlqueue-bench-"))
@@ -225,7 +239,17 @@ def main() -> int:
         report["mlqueue"] = bench_mlqueue(env, cases, args, work)
         Redis.from_url(redis_url).flushall()
         report["sync_fastapi"] = bench_sync(model_path, cases, args, work)
-        report["naive_celery"] = bench_naive_celery(redis_url, model_path, X.tolist(), args, work)
+        direct_load = (
+            [X[i % len(X)].tolist() for i in range(args.direct_jobs)],
+            [float(expected[i % len(X)]) for i in range(args.direct_jobs)],
+        )
+        report["direct_mlqueue"] = direct.bench_direct(
+            env, redis_url, *direct_load, args.senders, work
+        )
+        Redis.from_url(redis_url).flushall()
+        report["naive_celery"] = bench_naive_celery(
+            redis_url, model_path, X.tolist(), args, work, direct_load
+        )
         report["in_process"] = bench_in_process(model_path, X)
     finally:
         processes.stop(redis)
@@ -235,6 +259,7 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {out}")
     failures = report["mlqueue"]["load"]["errors"] + report["mlqueue"]["load"]["mismatches"]
+    failures += report["direct_mlqueue"]["mismatches"]
     return 1 if failures else 0
 
 
@@ -268,6 +293,24 @@ def print_table(r: dict[str, Any]) -> None:
             n["seq_p99_ms"],
             0,
         ),
+        (
+            f"direct mlqueue.predict, {r['direct_mlqueue']['senders']} senders",
+            r["direct_mlqueue"]["jobs_per_s"],
+            None,
+            None,
+            None,
+            None,
+            r["direct_mlqueue"]["mismatches"],
+        ),
+        (
+            f"naive Celery, {n['senders']['senders']} senders",
+            n["senders"]["jobs_per_s"],
+            None,
+            None,
+            None,
+            None,
+            n["senders"]["mismatches"],
+        ),
         ("in-process predict, 1 row", p["predict_1row_calls_per_s"], None, None, None, None, 0),
     ]
     print(
@@ -300,6 +343,14 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         "ratios (mlqueue jobs/s over each baseline): "
         + ", ".join(f"{k} {v}x" for k, v in ratio.items())
+    )
+    ours_direct, naive_direct = r["direct_mlqueue"]["jobs_per_s"], n["senders"]["jobs_per_s"]
+    ratio["direct_vs_naive_celery"] = round(ours_direct / naive_direct, 2)
+    print(
+        f"direct enqueuers ({n['senders']['senders']} sender processes, same load): "
+        f"mlqueue.predict {ratio['direct_vs_naive_celery']}x naive Celery "
+        f"(target >= 3x; client CPU {r['direct_mlqueue']['client_cpu_s']} s vs "
+        f"{n['senders']['client_cpu_s']} s)"
     )
 
 

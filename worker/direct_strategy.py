@@ -41,6 +41,7 @@ from celery.worker.strategy import default
 from kombu.asynchronous.timer import Entry
 
 from shared.settings import get_settings
+from worker import failover
 from worker.direct_batch import execute
 from worker.direct_tasks import DirectTask
 
@@ -115,6 +116,7 @@ def strategy(task: Task, app: Celery, consumer: Any, **options: Any) -> Handler:
         )
         if (req.expires or req.id in revoked) and req.revoked():
             return None
+        setattr(req, failover.RECORDED_LATER, True)  # with its batch, see `Batcher._send`
         signals.task_received.send(sender=consumer, request=req)
         task_reserved(req)
         if callbacks:
@@ -181,6 +183,7 @@ class Batcher:
         requests = [req for req, _ in batch]
         raised = sum(1 for _, r in batch if r)
         tasks = [DirectTask(req.id, req.request_dict, req.kwargs) for req in requests]
+        failover.received_many([str(req.message.delivery_tag) for req in requests])
         self.running += 1
 
         def accepted(pid: int, time_accepted: float) -> None:

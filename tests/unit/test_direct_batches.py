@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from shared import jobstore
 from shared.celery_app import create_celery
 from shared.settings import Settings
+from worker import failover
 from worker.direct_batch import run_direct_batch
 from worker.direct_results import context
 from worker.direct_strategy import Batcher, batchable
@@ -60,6 +62,7 @@ class FakeRequest:
         self.id = self.name = f"task-{n}"
         self.request_dict = {"id": self.id, "task": "mlqueue.predict"}
         self.kwargs = {"rows": [ROW]}
+        self.message = SimpleNamespace(delivery_tag=f"tag-{n}")
         self.events: list[Any] = []
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
@@ -162,6 +165,16 @@ def test_while_every_process_is_busy_the_buffer_fills_and_goes_when_one_is_free(
     consumer.pool.end(1)
     assert [len(job["tasks"]) for job in consumer.pool.jobs] == [2, 2, 2, 2]
     assert [r.id for r, _ in b.buffer] == ["task-8"]  # not full: it waits for the timer
+
+
+def test_a_batch_records_what_this_node_holds_in_one_round_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded: list[list[str]] = []
+    monkeypatch.setattr(failover, "received_many", recorded.append)
+    b, _ = batcher(max_size=3)
+    add(b, 0, 3)
+    assert recorded == [["tag-0", "tag-1", "tag-2"]]
 
 
 def test_messages_are_acknowledged_only_once_their_batch_ended() -> None:

@@ -97,3 +97,12 @@ def test_after_a_node_died_the_outbox_resends_what_was_sent_before_without_the_g
     assert resender.sweep(before=died) == 1
     assert redis.zscore(jobstore.PENDING, "after") == pytest.approx(died + 1)
     assert sent == ["mlqueue.predict_batch"]
+
+
+def test_a_batch_of_tags_is_recorded_in_one_go() -> None:
+    redis = fakeredis.FakeRedis()
+    node = failover.Failover(redis, "batch@test", 3.0)
+    node.received_many(["t1", "t2", "t3"])
+    assert sorted(redis.hkeys(failover.held_key("batch@test"))) == [b"t1", b"t2", b"t3"]
+    assert redis.sismember(failover.NODES, "batch@test")
+    assert redis.ttl(failover.held_key("batch@test")) > 0
