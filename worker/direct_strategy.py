@@ -41,7 +41,7 @@ from celery.worker.strategy import default
 from kombu.asynchronous.timer import Entry
 
 from shared.settings import get_settings
-from worker import failover
+from worker import direct_acks, failover
 from worker.direct_batch import execute
 from worker.direct_tasks import DirectTask
 
@@ -171,7 +171,8 @@ class Batcher:
             # What stays has waited for a process already: it goes as soon as one is free.
             batch, self.buffer = self.buffer[: self.max_size], self.buffer[self.max_size :]
             self._send(batch)
-        if self.buffer and self._timer is None:
+        # While every process is busy, the next batch ending sends what is due (`_ended`).
+        if self.buffer and self._timer is None and self.running < self.processes:
             delay = max(0.0, self.first_at + self.wait - time.monotonic())
             self._timer = self.timer.call_after(delay, self._on_timer)
 
@@ -195,8 +196,8 @@ class Batcher:
                 task_ready(req, successful=not handed_back)
                 if handed_back:  # Redis was away: run them again later, as `worker.requeue`
                     req.reject(requeue=True)
-                else:
-                    req.acknowledge()
+            if not handed_back:
+                direct_acks.acknowledge(requests)
             self._ended(raised)
 
         def failed(exc_info: Any) -> None:
