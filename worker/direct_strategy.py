@@ -41,7 +41,7 @@ from celery.worker.strategy import default
 from kombu.asynchronous.timer import Entry
 
 from shared.settings import get_settings
-from worker import direct_acks, failover
+from worker import failover
 from worker.direct_batch import execute
 from worker.direct_tasks import DirectTask
 
@@ -196,8 +196,8 @@ class Batcher:
                 task_ready(req, successful=not handed_back)
                 if handed_back:  # Redis was away: run them again later, as `worker.requeue`
                     req.reject(requeue=True)
-            if not handed_back:
-                direct_acks.acknowledge(requests)
+                else:
+                    req.acknowledge()
             self._ended(raised)
 
         def failed(exc_info: Any) -> None:

@@ -3,9 +3,8 @@ acknowledged, and what each task of a batch stores (fakeredis, `MockModel`: row 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from shared import jobstore
 from shared.celery_app import create_celery
 from shared.settings import Settings
-from worker import direct_acks, failover
+from worker import failover
 from worker.direct_batch import run_direct_batch
 from worker.direct_results import context
 from worker.direct_strategy import Batcher, batchable
@@ -307,60 +306,3 @@ def test_a_redis_outage_hands_the_batch_back(
     monkeypatch.setattr(runtime.jobs, "finish_many", away)
     assert run_direct_batch(runtime, celery_app.backend, [task("t", [ROW])]) is True
     assert stored(celery_app, "t")["status"] == states.PENDING  # nothing to acknowledge
-
-
-# --- acknowledging a batch in one round trip -----------------------------------------------
-
-
-class FakePipe:
-    def __init__(self) -> None:
-        self.removed: list[str] = []
-        self.executed = 0
-
-    def execute(self) -> list[object]:
-        self.executed += 1
-        return []
-
-
-class FakeRedisQos:
-    """kombu's Redis `QoS` as far as an acknowledgement goes."""
-
-    def __init__(self) -> None:
-        self.pipes: list[FakePipe] = []
-        self.acked: list[str] = []
-
-    @contextlib.contextmanager
-    def pipe_or_acquire(self) -> Iterator[FakePipe]:
-        self.pipes.append(FakePipe())
-        yield self.pipes[-1]
-
-    def _remove_from_indices(self, tag: str, pipe: FakePipe | None = None) -> FakePipe:
-        if pipe is None:
-            with self.pipe_or_acquire() as pipe:
-                pass
-        pipe.removed.append(tag)
-        return pipe
-
-    def ack(self, tag: str) -> None:  # what `Message.ack` ends in
-        self._remove_from_indices(tag).execute()
-        self.acked.append(tag)
-
-
-class AckingRequest:
-    def __init__(self, channel: object, tag: str) -> None:
-        self.message = SimpleNamespace(channel=channel, delivery_tag=tag)
-
-    def acknowledge(self) -> None:
-        self.message.channel.qos.ack(self.message.delivery_tag)
-
-
-def test_a_batch_is_acknowledged_in_one_write() -> None:
-    channel = SimpleNamespace(qos=FakeRedisQos())
-    requests = [AckingRequest(channel, f"tag-{i}") for i in range(3)]
-    direct_acks.acknowledge(requests)  # type: ignore[arg-type]
-    [pipe] = channel.qos.pipes
-    assert pipe.removed == ["tag-0", "tag-1", "tag-2"] and pipe.executed == 1
-    assert channel.qos.acked == ["tag-0", "tag-1", "tag-2"]
-    # The transport's own method is back: a later single ack writes on its own.
-    channel.qos.ack("later")
-    assert channel.qos.pipes[-1].removed == ["later"] and channel.qos.pipes[-1].executed == 1
