@@ -19,6 +19,10 @@ countdown or ETA, its own time limits, callbacks, a group or chord, a trace cont
 headers (so that its spans keep their shape), positional args or unknown kwargs (so that Celery
 reports them as it always has).
 
+Failover (`worker.failover`): the node records the messages of a batch as held when the batch
+goes to the pool, in one round trip, rather than each on receipt (each write would block the
+consumer); a message still buffered when its node dies comes back after the visibility timeout.
+
 Prefetch: a buffered or running batched message is unacknowledged, and would hold one of the
 consumer's few prefetch slots (`worker_prefetch_multiplier` 1): the buffer could never fill.
 Each batched message therefore raises the consumer's prefetch by one until it is acknowledged,
