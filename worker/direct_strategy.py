@@ -185,8 +185,16 @@ class Batcher:
         self._send_due()
 
     def _send(self, batch: list[tuple[Request, bool]]) -> None:
-        requests = [req for req, _ in batch]
         raised = sum(1 for _, r in batch if r)
+        # Revoked (or expired) while buffered: Celery records and acknowledges them here.
+        revoked = self.consumer.controller.state.revoked
+        requests = [
+            req for req, _ in batch if not ((req.expires or req.id in revoked) and req.revoked())
+        ]
+        if not requests:
+            self.running += 1
+            self._ended(raised)
+            return
         tasks = [DirectTask(req.id, req.request_dict, req.kwargs) for req in requests]
         failover.received_many([str(req.message.delivery_tag) for req in requests])
         self.running += 1

@@ -63,6 +63,7 @@ class FakeRequest:
         self.request_dict = {"id": self.id, "task": "mlqueue.predict"}
         self.kwargs = {"rows": [ROW]}
         self.message = SimpleNamespace(delivery_tag=f"tag-{n}")
+        self.expires = None
         self.events: list[Any] = []
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
@@ -76,6 +77,10 @@ class FakeRequest:
 
     def on_failure(self, exc_info: Any) -> None:
         self.events.append(("failure", exc_info))
+
+    def revoked(self) -> bool:
+        self.events.append("revoked")  # Celery acknowledges it and stores REVOKED
+        return True
 
 
 class FakePool:
@@ -120,6 +125,7 @@ class FakeQos:
 class FakeConsumer:
     def __init__(self) -> None:
         self.pool, self.timer, self.qos = FakePool(), FakeTimer(), FakeQos()
+        self.controller = SimpleNamespace(state=SimpleNamespace(revoked=set()))
 
 
 def batcher(max_size: int = 3, wait: float = 0.002) -> tuple[Batcher, FakeConsumer]:
@@ -175,6 +181,16 @@ def test_a_batch_records_what_this_node_holds_in_one_round_trip(
     b, _ = batcher(max_size=3)
     add(b, 0, 3)
     assert recorded == [["tag-0", "tag-1", "tag-2"]]
+
+
+def test_a_task_revoked_while_buffered_is_left_out_of_its_batch() -> None:
+    b, consumer = batcher(max_size=3, wait=60)
+    first = add(b, 0, 1)
+    consumer.controller.state.revoked.add("task-0")
+    add(b, 1, 2)
+    [job] = consumer.pool.jobs
+    assert [t.id for t in job["tasks"]] == ["task-1", "task-2"]
+    assert first[0].events == ["revoked"]
 
 
 def test_messages_are_acknowledged_only_once_their_batch_ended() -> None:
