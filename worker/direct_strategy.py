@@ -168,15 +168,18 @@ class Batcher:
         self._send_due()
 
     def _send_due(self) -> None:
+        # A full batch goes to any free process; one not full only when no batch is running
+        # (else the running batch's end sends it, grown meanwhile): under load the consumer,
+        # not the pool, is the bottleneck, and half-empty batches on every free process
+        # would spend the cores it needs on per-batch costs.
         while self.buffer and self.running < self.processes:
             full = len(self.buffer) >= self.max_size
-            if not full and time.monotonic() - self.first_at < self.wait:
+            due = self.running == 0 and time.monotonic() - self.first_at >= self.wait
+            if not (full or due):
                 break
-            # What stays has waited for a process already: it goes as soon as one is free.
             batch, self.buffer = self.buffer[: self.max_size], self.buffer[self.max_size :]
             self._send(batch)
-        # While every process is busy, the next batch ending sends what is due (`_ended`).
-        if self.buffer and self._timer is None and self.running < self.processes:
+        if self.buffer and self._timer is None and self.running == 0:
             delay = max(0.0, self.first_at + self.wait - time.monotonic())
             self._timer = self.timer.call_after(delay, self._on_timer)
 
