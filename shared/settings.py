@@ -114,9 +114,9 @@ class Settings(BaseSettings):
     adaptive-batching model servers: past it the per-batch cost is already a few per cent of
     the per-task cost, and a worker reserves up to this many times (concurrency + 1) messages."""
     direct_batch_wait_ms: float = Field(2.0, ge=0)
-    """How long a worker holds the first direct task of a batch for more to arrive while a pool
-    process is free (a busy pool batches without waiting): the latency batching may add at low
-    load, about one broker round trip's worth of arrivals."""
+    """How long a worker holds the first direct task of a batch for more to arrive while no batch
+    runs (while one runs, the next grows until it ends): the latency batching adds at low load,
+    as long as the gateway's micro-batcher waits."""
     fast_predict: bool = True
     """Predict single-output forests tree by tree (identical output, ~12x cheaper per call)."""
 

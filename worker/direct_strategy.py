@@ -3,9 +3,9 @@
 Celery hands each message it receives to its task's `Strategy`; the default one sends each
 task to the pool on its own. This one (the task's `Strategy`, see `worker.tasks`) keeps plain
 direct tasks in a buffer in the consumer (the worker's main process) and sends them to a pool
-process as one job (`worker.direct_batch`) when the buffer holds `direct_batch_max` tasks, or
-when a pool process is free and the first task has waited `direct_batch_wait_ms`. While every
-process is busy the buffer fills, so batches grow with the load and cost no wait under it.
+process as one job (`worker.direct_batch`) when the buffer holds `direct_batch_max` tasks, or,
+while no batch runs, when the first task has waited `direct_batch_wait_ms`. While a batch runs
+the buffer fills and goes when it ends, so batches grow with the load and cost no wait under it.
 
 What stays as it was for each task: its message is acknowledged only once its result is stored
 (or handed back when Redis is away), and on the pool's errors Celery's own per-request handling
