@@ -222,6 +222,15 @@ class Batcher:
                 req.on_failure(exc_info)
             self._ended(raised)
 
+        def timed_out(soft: bool, timeout: float) -> None:
+            # As Celery logs it for a task (the pool process is killed past the hard limit).
+            kind = "Soft" if soft else "Hard"
+            log.log(
+                logging.WARNING if soft else logging.ERROR,
+                "%s time limit (%ss) exceeded for a direct batch of %d tasks",
+                kind, timeout, len(requests),
+            )  # fmt: skip
+
         try:
             self.pool.apply_async(
                 execute,
@@ -229,6 +238,7 @@ class Batcher:
                 accept_callback=accepted,
                 callback=ended,
                 error_callback=failed,
+                timeout_callback=timed_out,
                 soft_timeout=self.soft_limit,
                 timeout=self.hard_limit,
             )

@@ -35,12 +35,20 @@ def pidfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def slow_model(model_dir: Path, pidfile: Path) -> Iterator[None]:
-    """A model that takes 2 s per call and notes each call's pid, for the kill test."""
-    add_model(model_dir, "direct-slow", Sleepy(2.0, pidfile=str(pidfile)))
+    """A model that takes 2 s per call and notes each call's pid (for the kill test), and two
+    that outlast the session worker's 5 s soft and 7 s hard time limits."""
+    names = {
+        "direct-slow": Sleepy(2.0, pidfile=str(pidfile)),
+        "direct-soft-limit": Sleepy(30.0),
+        "direct-hard-limit": Sleepy(30.0, ignore_soft_limit=True),
+    }
+    for name, estimator in names.items():
+        add_model(model_dir, name, estimator)
     yield
-    for path in sorted((model_dir / "direct-slow").rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    (model_dir / "direct-slow").rmdir()
+    for name in names:
+        for path in sorted((model_dir / name).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (model_dir / name).rmdir()
 
 
 @pytest.fixture
@@ -170,3 +178,32 @@ def test_a_worker_killed_mid_batch_loses_no_task(
     calls = pidfile.read_text().split()
     assert len(calls) >= 2  # killed while predicting, then predicted again
     print(f"worker SIGKILL mid-batch: all {len(rows)} tasks done {time.monotonic() - killed:.1f} s")
+
+
+@pytest.mark.parametrize(
+    ("model", "task_error", "job_error"),
+    [
+        ("direct-soft-limit", "SoftTimeLimitExceeded", "TimeLimitExceeded"),
+        ("direct-hard-limit", "TimeLimitExceeded", "TimeLimitExceeded"),
+    ],
+)
+def test_a_batch_past_its_time_limit_fails_each_task_and_job(
+    app: Celery,
+    system: System,
+    http: httpx.Client,
+    diabetes_rows: list[list[float]],
+    model: str,
+    task_error: str,
+    job_error: str,
+) -> None:
+    with consumer_paused(system):
+        slow = [send(app, [row], model=model) for row in diabetes_rows[:3]]
+    for result in slow:
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the type is asserted below
+            result.get(timeout=30)
+        assert type(info.value).__name__ == task_error
+        wait_for(lambda r=result: http.get(f"/v1/jobs/{r.id}").json()["status"] == "failed")
+        assert http.get(f"/v1/jobs/{result.id}").json()["error"]["type"] == job_error
+    # The worker serves on (a hard limit cost it a pool process, replaced).
+    fine = send(app, [diabetes_rows[0]])
+    assert fine.get(timeout=30)["model"] == "demo"
