@@ -172,9 +172,10 @@ def bench_naive_celery(
                 "bench.naive_predict", args=[[rows[i % len(rows)]]], queue="naive"
             ).get(timeout=30)
             latencies.append(1000 * (time.perf_counter() - t))
-        senders = direct.run_senders(
-            redis_url, "bench.naive_predict", "naive", *direct_load, args.senders
-        )
+        senders = [
+            direct.run_senders(redis_url, "bench.naive_predict", "naive", *direct_load, n)
+            for n in args.senders
+        ]
     client.close()
     latencies.sort()
     return {
@@ -213,7 +214,12 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--naive-jobs", type=int, default=3000)
     parser.add_argument("--direct-jobs", type=int, default=3000)
-    parser.add_argument("--senders", type=int, default=4, help="direct enqueuer processes")
+    parser.add_argument(
+        "--senders",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2, 4],
+        help="direct enqueuer processes, one measurement per count (comma-separated)",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlqueue-bench-"))
@@ -259,7 +265,7 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {out}")
     failures = report["mlqueue"]["load"]["errors"] + report["mlqueue"]["load"]["mismatches"]
-    failures += report["direct_mlqueue"]["mismatches"]
+    failures += sum(run["mismatches"] for run in report["direct_mlqueue"])
     return 1 if failures else 0
 
 
@@ -293,37 +299,26 @@ def print_table(r: dict[str, Any]) -> None:
             n["seq_p99_ms"],
             0,
         ),
-        (
-            f"direct mlqueue.predict, {r['direct_mlqueue']['senders']} senders",
-            r["direct_mlqueue"]["jobs_per_s"],
-            None,
-            None,
-            None,
-            None,
-            r["direct_mlqueue"]["mismatches"],
-        ),
-        (
-            f"naive Celery, {n['senders']['senders']} senders",
-            n["senders"]["jobs_per_s"],
-            None,
-            None,
-            None,
-            None,
-            n["senders"]["mismatches"],
-        ),
         ("in-process predict, 1 row", p["predict_1row_calls_per_s"], None, None, None, None, 0),
     ]
+    for ours, theirs in zip(r["direct_mlqueue"], n["senders"], strict=True):
+        rows += [
+            (f"direct mlqueue.predict, {ours['senders']} sender(s)", ours["jobs_per_s"],
+             None, None, None, None, ours["mismatches"]),
+            (f"naive Celery, {theirs['senders']} sender(s)", theirs["jobs_per_s"],
+             None, None, None, None, theirs["mismatches"]),
+        ]  # fmt: skip
     print(
         f"\n1-row jobs, {r['args']['clients']} clients x {r['args']['duration']:g} s, "
         f"{r['cpus']} CPUs (load before {r['load_avg_before'][0]:.2f})"
     )
     print(
-        f"{'':32} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'seq p50':>8} {'seq p99':>8} "
+        f"{'':36} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'seq p50':>8} {'seq p99':>8} "
         f"{'errors':>6}"
     )
     for name, *cells in rows:
         print(
-            f"{name:32} "
+            f"{name:36} "
             + " ".join(
                 f"{c:>{w}}" if c is not None else f"{'-':>{w}}"
                 for c, w in zip(cells, (9, 8, 8, 8, 8, 6), strict=True)
@@ -344,14 +339,14 @@ def print_table(r: dict[str, Any]) -> None:
         "ratios (mlqueue jobs/s over each baseline): "
         + ", ".join(f"{k} {v}x" for k, v in ratio.items())
     )
-    ours_direct, naive_direct = r["direct_mlqueue"]["jobs_per_s"], n["senders"]["jobs_per_s"]
-    ratio["direct_vs_naive_celery"] = round(ours_direct / naive_direct, 2)
-    print(
-        f"direct enqueuers ({n['senders']['senders']} sender processes, same load): "
-        f"mlqueue.predict {ratio['direct_vs_naive_celery']}x naive Celery "
-        f"(target >= 3x; client CPU {r['direct_mlqueue']['client_cpu_s']} s vs "
-        f"{n['senders']['client_cpu_s']} s)"
-    )
+    for ours, theirs in zip(r["direct_mlqueue"], n["senders"], strict=True):
+        key = f"direct_{ours['senders']}_senders_vs_naive_celery"
+        ratio[key] = round(ours["jobs_per_s"] / theirs["jobs_per_s"], 2)
+        print(
+            f"direct enqueuers, {ours['senders']} sender process(es), same load: "
+            f"mlqueue.predict {ratio[key]}x naive Celery (target >= 3x; "
+            f"client CPU {ours['client_cpu_s']} s vs {theirs['client_cpu_s']} s)"
+        )
 
 
 if __name__ == "__main__":

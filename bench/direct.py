@@ -1,5 +1,7 @@
 """Direct enqueuers: N sender processes send one-row tasks straight to Celery, then collect them.
 
+Measured with 1, 2 and 4 senders by default: on a small machine the senders' own CPU competes
+with the worker's, and with the one consumer process that takes every message off the broker.
 The same load for mlqueue's public `mlqueue.predict` (batched by the worker, see
 `worker.direct_strategy`) and for the naive Celery baseline (`bench.naive_app`, one task, one
 `predict`): each sender sends its share of the jobs as fast as it can, then waits for each
@@ -74,10 +76,10 @@ def bench_direct(
     redis_url: str,
     rows: list[list[float]],
     expected: list[float],
-    senders: int,
+    senders: list[int],
     logs: Path,
-) -> dict[str, Any]:
-    """mlqueue's worker (as `make run` starts it) under `run_senders`."""
+) -> list[dict[str, Any]]:
+    """mlqueue's worker (as `make run` starts it) under `run_senders`, for each sender count."""
     from celery import Celery
 
     env = {**env, "MLQUEUE_LOG_LEVEL": "WARNING"}
@@ -87,6 +89,6 @@ def bench_direct(
         warm = client.send_task(DIRECT_TASK, kwargs={"rows": rows[:1]}, queue="mlqueue")
         warm.get(timeout=60)  # ready once a task round-trips
         client.close()
-        return run_senders(redis_url, DIRECT_TASK, "mlqueue", rows, expected, senders)
+        return [run_senders(redis_url, DIRECT_TASK, "mlqueue", rows, expected, n) for n in senders]
     finally:
         processes.stop(proc)
