@@ -8,7 +8,9 @@ sequential (one client) latency:
   2. Seldon MLServer 1.7.1 with adaptive batching (`bench.mlserver`: own venv, same model file);
   3. the article's synchronous FastAPI `/predict` (1 row per request);
   4. naive Celery: one task per 1-row job, JSON rows, plain `model.predict`;
-  5. the in-process `model.predict` limit.
+  5. the in-process `model.predict` limit;
+  6. direct enqueuers: N sender processes send one-row tasks straight to Celery, to mlqueue's
+     `mlqueue.predict` (batched by the worker) and to the naive Celery app (`bench.direct`).
 mlqueue and MLServer run side by side, their closed-loop runs in turns (`bench.head_to_head`;
 `--repeats N` takes N rounds and reports medians). With `--open-loop` (`make bench-latency`),
 mlqueue's two paths and MLServer are also driven at a constant arrival rate (`bench.openloop`) of
@@ -31,7 +33,7 @@ import numpy as np
 from redis import Redis
 from sklearn.datasets import load_diabetes
 
-from bench import table
+from bench import direct, table
 from bench.drivers import drive, http_ready, running
 from bench.head_to_head import head_to_head, round_ratios
 from devrun import processes
@@ -63,13 +65,9 @@ def bench_sync(
         return drive(url, "predict", cases, args, open_loop=False)
 
 
-def bench_naive_celery(
-    redis_url: str, model_path: Path, rows: list[list[float]], args: argparse.Namespace, logs: Path
-) -> dict[str, Any]:
-    from celery import Celery
-
-    env = {"MLQUEUE_BENCH_MODEL": str(model_path), "MLQUEUE_BENCH_REDIS": redis_url}
-    argv = [
+def naive_worker_argv() -> list[str]:
+    """The naive Celery baseline's worker: one process per core, its own queue."""
+    return [
         sys.executable,
         "-m",
         "celery",
@@ -85,9 +83,20 @@ def bench_naive_celery(
         "--loglevel",
         "WARNING",
     ]
+
+
+def naive_env(model_path: Path, redis_url: str) -> dict[str, str]:
+    return {"MLQUEUE_BENCH_MODEL": str(model_path), "MLQUEUE_BENCH_REDIS": redis_url}
+
+
+def bench_naive_celery(
+    redis_url: str, model_path: Path, rows: list[list[float]], args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    from celery import Celery
+
     client = Celery(broker=redis_url, backend=redis_url)
     client.conf.update(task_serializer="json", accept_content=["json"])
-    with running(argv, env, logs / "naive.log"):
+    with running(naive_worker_argv(), naive_env(model_path, redis_url), logs / "naive.log"):
         # Ready once a task round-trips.
         client.send_task("bench.naive_predict", args=[rows[:1]], queue="naive").get(timeout=60)
         cpu0, started = time.process_time(), time.perf_counter()
@@ -137,13 +146,33 @@ def bench_in_process(model_path: Path, X: np.ndarray) -> dict[str, float]:
     }
 
 
-SYSTEMS = ("mlqueue", "mlserver", "sync", "naive", "inprocess")
+def bench_direct(
+    env: dict[str, str],
+    redis_url: str,
+    model_path: Path,
+    load: tuple[list[list[float]], list[float]],
+    args: argparse.Namespace,
+    logs: Path,
+) -> dict[str, Any]:
+    """Direct enqueuers, 1 to N sender processes: mlqueue's worker, then the naive app."""
+    ours = direct.bench_direct(env, redis_url, *load, args.senders, logs)
+    Redis.from_url(redis_url).flushall()
+    with running(naive_worker_argv(), naive_env(model_path, redis_url), logs / "naive-direct.log"):
+        theirs = [
+            direct.run_senders(redis_url, "bench.naive_predict", "naive", *load, n)
+            for n in args.senders
+        ]
+    return {"direct_mlqueue": ours, "direct_naive": theirs}
+
+
+SYSTEMS = ("mlqueue", "mlserver", "sync", "naive", "inprocess", "direct")
 KEYS = {
     "mlqueue": "mlqueue",
     "mlserver": "mlserver",
     "sync": "sync_fastapi",
     "naive": "naive_celery",
     "inprocess": "in_process",
+    "direct": "direct_mlqueue",
 }
 
 
@@ -153,6 +182,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--naive-jobs", type=int, default=3000)
+    parser.add_argument("--direct-jobs", type=int, default=3000)
+    parser.add_argument(
+        "--senders",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2, 4],
+        help="direct enqueuer processes, one measurement per count (comma-separated)",
+    )
     parser.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
@@ -198,6 +234,10 @@ def main() -> int:
         "load_avg_before": os.getloadavg(),
         "args": {**vars(args), "systems": systems},
     }
+    direct_load = (
+        [X[i % len(X)].tolist() for i in range(args.direct_jobs)],
+        [float(expected[i % len(X)]) for i in range(args.direct_jobs)],
+    )
     # (--systems names, run): mlqueue and MLServer first and together, while the box is as alike
     # for both as one run allows.
     runs: list[tuple[set[str], Callable[[], dict[str, Any]]]] = [
@@ -213,6 +253,7 @@ def main() -> int:
             },
         ),
         ({"inprocess"}, lambda: {"in_process": dict(bench_in_process(model_path, X))}),
+        ({"direct"}, lambda: bench_direct(env, redis_url, model_path, direct_load, args, work)),
     ]
     redis = processes.start_redis(redis_port, work / "redis", log=work / "redis.log")
     try:

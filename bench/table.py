@@ -17,6 +17,7 @@ Cell = float | int | str | None
 
 # Issue 16's goals, shown beside the measured ratios (not asserted: a loaded box misses them).
 TARGETS = {"predict_vs_mlserver": 1.25, "jobs_vs_mlserver": 1.0}
+DIRECT_TARGET = 3.0  # direct mlqueue.predict over naive Celery, for every sender count
 TARGET_P99_MS = 50.0
 
 
@@ -68,6 +69,7 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "predict_vs_mlserver": _over(predict, r["mlserver"]),
         "predict_vs_sync_fastapi": _over(predict, r["sync_fastapi"]),
         "predict_vs_naive_celery": _over(predict, r["naive_celery"]),
+        **direct_ratios(report),
     }
 
 
@@ -126,7 +128,31 @@ def closed_loop_rows(report: dict[str, Any]) -> list[list[Cell]]:
                 _over(r["in_process"], mls),
             ]
         )
+    for ours, theirs in direct_pairs(report):
+        for label, run in (("direct mlqueue.predict", ours), ("naive Celery, direct", theirs)):
+            rows.append(
+                [f"{label}, {run['senders']} sender(s)", run["jobs_per_s"], None, None, None,
+                 None, run["mismatches"], _over(run["jobs_per_s"], mls)]
+            )  # fmt: skip
     return rows
+
+
+def direct_pairs(report: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(mlqueue, naive Celery) direct-enqueuer runs with the same sender count, in order."""
+    ours, theirs = report.get("direct_mlqueue"), report.get("direct_naive")
+    if not isinstance(ours, list) or not isinstance(theirs, list):
+        return []
+    return list(zip(ours, theirs, strict=True))
+
+
+def direct_ratios(report: dict[str, Any]) -> dict[str, float | None]:
+    """mlqueue.predict sent directly over naive Celery, per sender count (goal: >= 3x)."""
+    return {
+        f"direct_{ours['senders']}_senders_vs_naive_celery": _over(
+            ours["jobs_per_s"], theirs["jobs_per_s"]
+        )
+        for ours, theirs in direct_pairs(report)
+    }
 
 
 OPEN_LOOP_SYSTEMS = (
@@ -213,7 +239,8 @@ def notes(report: dict[str, Any]) -> list[str]:
             )
         )
     checks = []
-    for key, goal in TARGETS.items():
+    goals = {**TARGETS, **dict.fromkeys(direct_ratios(report), DIRECT_TARGET)}
+    for key, goal in goals.items():
         if ratio.get(key) is not None:
             met = "met" if ratio[key] >= goal else "not met"
             checks.append(f"{key} {ratio[key]}x (goal {goal}x: {met})")
@@ -238,7 +265,14 @@ def notes(report: dict[str, Any]) -> list[str]:
     ]
     if shares:
         found.append("load generator CPU (cores): " + ", ".join(shares))
-    for key in ("mlqueue", "mlserver", "sync_fastapi", "naive_celery", "in_process"):
+    for key in (
+        "mlqueue",
+        "mlserver",
+        "sync_fastapi",
+        "naive_celery",
+        "in_process",
+        "direct_mlqueue",
+    ):
         node = report.get(key)
         if isinstance(node, dict) and "error" in node:
             found.append(f"{key} FAILED: {node['error']}")
@@ -272,10 +306,18 @@ def render(report: dict[str, Any]) -> tuple[str, str]:
 def failures(report: dict[str, Any]) -> int:
     """mlqueue's errors and wrong answers (wrong answers only, open loop), failed systems."""
     count = 0
-    for key in ("mlqueue", "mlserver", "sync_fastapi", "naive_celery", "in_process"):
+    for key in (
+        "mlqueue",
+        "mlserver",
+        "sync_fastapi",
+        "naive_celery",
+        "in_process",
+        "direct_mlqueue",
+    ):
         node = report.get(key)
         if isinstance(node, dict) and "error" in node:
             count += 1
+    count += sum(ours["mismatches"] for ours, _ in direct_pairs(report))
     for path in (("mlqueue",), ("mlqueue", "predict")):
         part = _part(report, *path)
         if part is None:

@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(2.0, ge=0)
     """How long a batch may wait for more jobs while the gateway is busy; an idle gateway sends
     at once, so this bounds the latency that batching adds."""
+    direct_batch_max: int = Field(64, ge=1)
+    """Most `mlqueue.predict` tasks, sent directly to Celery, that a worker runs as one batch
+    (one model call and one round trip per store, each task keeping its own result). 64, as in
+    adaptive-batching model servers: past it the per-batch cost is already a few per cent of
+    the per-task cost, and a worker reserves up to this many times (concurrency + 1) messages."""
+    direct_batch_wait_ms: float = Field(2.0, ge=0)
+    """How long a worker holds the first direct task of a batch for more to arrive while no batch
+    runs (while one runs, the next grows until it ends): the latency batching adds at low load,
+    as long as the gateway's micro-batcher waits."""
     fast_predict: bool = True
     """Predict single-output forests tree by tree (identical output, ~12x cheaper per call)."""
 

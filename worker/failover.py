@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -107,9 +108,16 @@ class Failover:
 
     def received(self, delivery_tag: str) -> None:
         """Record a message this node was given (called in the consumer, on receipt)."""
+        self.received_many([delivery_tag])
+
+    def received_many(self, delivery_tags: Sequence[str]) -> None:
+        """Record several messages in one round trip (a batch of direct tasks, when it starts)."""
+        if not delivery_tags:
+            return
+        now = time.time()
         try:
             with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(held_key(self.node), delivery_tag, time.time())
+                pipe.hset(held_key(self.node), mapping=dict.fromkeys(delivery_tags, now))
                 pipe.expire(held_key(self.node), HELD_SECONDS)
                 pipe.sadd(NODES, self.node)
                 pipe.expire(NODES, HELD_SECONDS)
@@ -232,8 +240,23 @@ def install(redis: Redis, node: str, heartbeat_interval: float) -> Failover:
 
     def _received(request: Any, **_: Any) -> None:
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
-        if tag:
+        if tag and not getattr(request, RECORDED_LATER, False):
             failover.received(str(tag))
 
+    global _installed
+    _installed = failover
     signals.task_received.connect(_received, weak=False)
     return failover
+
+
+# A request marked so (`worker.direct_strategy`) is recorded with its batch, in one round trip,
+# instead of on receipt: each receipt's write would block the consumer for a Redis round trip.
+# Until then only the visibility timeout would restore it if this node died, as before this.
+RECORDED_LATER: Final = "mlqueue_recorded_later"
+_installed: Failover | None = None
+
+
+def received_many(delivery_tags: Sequence[str]) -> None:
+    """Record messages this node holds, if failover is installed (in the worker's consumer)."""
+    if _installed is not None:
+        _installed.received_many(delivery_tags)

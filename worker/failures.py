@@ -67,10 +67,18 @@ def classify(exc: BaseException, *, context: str = "") -> JobFailure:
     return JobFailure(PredictionFailed.__name__, f"{type(exc).__name__}: {exc}")
 
 
-def reraise(exc: Exception, failure: JobFailure) -> NoReturn:
-    """End the task once `failure` is recorded: service errors, time limits and retryable
-    errors go to Celery as they are; anything else the model raised becomes `PredictionFailed`,
+def task_error(exc: Exception, failure: JobFailure) -> Exception:
+    """What the task ends with once `failure` is recorded: service errors, time limits and
+    retryable errors as they are; anything else the model raised becomes `PredictionFailed`,
     so the task's state names what the job record says."""
     if isinstance(exc, ServiceError | SoftTimeLimitExceeded) or failure.retryable:
+        return exc
+    return PredictionFailed(failure.message)
+
+
+def reraise(exc: Exception, failure: JobFailure) -> NoReturn:
+    """End the task with `task_error`."""
+    error = task_error(exc, failure)
+    if error is exc:
         raise exc
-    raise PredictionFailed(failure.message) from exc
+    raise error from exc

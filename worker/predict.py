@@ -22,7 +22,7 @@ from worker.runtime import Runtime
 from worker.shadow import ShadowSender, shadow_messages
 
 log = logging.getLogger(__name__)
-Failures = dict[str, tuple[str, str]]  # job id -> (error type, message)
+Failures = dict[str, Exception]  # job id -> what it failed with (`classify` says how to store it)
 
 
 def run_job(
@@ -33,7 +33,7 @@ def run_job(
     n_rows = len(rows) if isinstance(rows, list) else 0
     status = rt.jobs.start(job_id, model, n_rows)
     if status != "running":
-        return _already_ended(rt, job_id, status, model)
+        return already_ended(rt, job_id, status, model)
     try:
         pinned, loaded = rt.models.pin(model, job_id)  # an alias splitting traffic keys on the id
         info = pinned.info
@@ -58,9 +58,11 @@ def run_job(
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
 
-def _already_ended(rt: Runtime, job_id: str, status: str, model: str) -> dict[str, Any]:
+def already_ended(rt: Runtime, job_id: str, status: str, model: str) -> dict[str, Any]:
     """A redelivered or cancelled job: answer from the store instead of predicting again."""
     version, predictions, error = rt.jobs.stored(job_id)
+    # Logged so that a run answered from the store shows (it predicts nothing, counts nothing).
+    log.info("job already ended", extra={"job_id": job_id, "status": status})
     if status == "succeeded" and predictions is not None:
         return {"predictions": predictions, "model": model, "version": version}
     raise JobConflict(f"job {job_id} is {status}" + (f": {error}" if error else ""))
@@ -80,8 +82,10 @@ def run_batch(
     statuses = rt.jobs.start_many(sizes, model)
     live = {str(j["id"]): j["rows"] for j, s in zip(jobs, statuses, strict=True) if s == "running"}
     observe.batch_started(live, model, dict(sizes))
-    failed: Failures = {}
-    version, succeeded = _predict_batch(rt, live, model, failed)
+    failures: Failures = {}
+    info, succeeded = predict_together(rt, live, model, failures)
+    version = info.version if info else ""
+    failed = stored_failures(failures)
     with tracing.span("mlqueue.store", {tracing.JOBS: len(succeeded) + len(failed)}):
         rt.jobs.finish_many(version, succeeded, failed)
     if on_shadow is not None and succeeded:
@@ -99,11 +103,19 @@ def run_batch(
     return {"jobs": len(jobs), "succeeded": len(succeeded), "failed": len(failed)}
 
 
-def _predict_batch(
+def stored_failures(failures: Failures) -> dict[str, tuple[str, str]]:
+    """The (error type, message) each failed job's record keeps."""
+    return {job_id: classify(exc).stored for job_id, exc in failures.items()}
+
+
+def predict_together(
     rt: Runtime, live: dict[str, Any], model: str, failed: Failures
-) -> tuple[str, dict[str, list[float]]]:
-    """(model version, predictions per job) of the live jobs; the others land in `failed`."""
-    version = ""
+) -> tuple[ModelInfo | None, dict[str, list[float]]]:
+    """(the model, or None if it could not be had; predictions per job) of the live jobs, in
+    one model call; the jobs that failed land in `failed`."""
+    info: ModelInfo | None = None
+    if not live:
+        return info, {}  # nothing to predict: the model need not even be loaded
     try:
         info, loaded = rt.models.get(model)
         version = info.version
@@ -124,9 +136,9 @@ def _predict_batch(
             "batch", failure.type, model, extra,
             level=logging.ERROR, counted=False, reason=failure.message,
         )  # fmt: skip
-        failed.update((job_id, failure.stored) for job_id in live if job_id not in failed)
-        return version, {}
-    return version, succeeded
+        failed.update((job_id, exc) for job_id in live if job_id not in failed)
+        return info, {}
+    return info, succeeded
 
 
 def _matrices(live: dict[str, Any], n_features: int, failed: Failures) -> dict[str, Matrix]:
@@ -136,7 +148,7 @@ def _matrices(live: dict[str, Any], n_features: int, failed: Failures) -> dict[s
         try:
             matrices[job_id] = to_matrix(rows, n_features)
         except InvalidInput as exc:
-            failed[job_id] = classify(exc).stored
+            failed[job_id] = exc
     return matrices
 
 
@@ -168,7 +180,7 @@ def _predict_alone(
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
-            failed[job_id] = classify(exc).stored
+            failed[job_id] = exc
     return succeeded
 
 

@@ -18,7 +18,9 @@ from worker.shadow import compare
 log = logging.getLogger(__name__)
 
 
-@app.task(name=PREDICT, bind=True)
+# Plain messages are coalesced in the consumer and run in batches (`worker.direct_strategy`);
+# this body runs the others, one message at a time.
+@app.task(name=PREDICT, bind=True, Strategy="worker.direct_strategy:strategy")
 def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict[str, Any]:
     """The public `mlqueue.predict` task (kwargs: `shared.tasks.PredictKwargs`)."""
     with requeue_if_redis_is_away():

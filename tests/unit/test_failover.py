@@ -116,3 +116,12 @@ def test_after_a_node_died_its_possibly_lost_jobs_go_again_even_behind_a_backlog
     assert sent == ["mlqueue.predict_batch"]
     redis.delete(LOCK)
     assert resender.sweep(before=died) == 0  # re-armed: once per death
+
+
+def test_a_batch_of_tags_is_recorded_in_one_go() -> None:
+    redis = fakeredis.FakeRedis()
+    node = failover.Failover(redis, "batch@test", 3.0)
+    node.received_many(["t1", "t2", "t3"])
+    assert sorted(redis.hkeys(failover.held_key("batch@test"))) == [b"t1", b"t2", b"t3"]
+    assert redis.sismember(failover.NODES, "batch@test")
+    assert redis.ttl(failover.held_key("batch@test")) > 0
