@@ -14,7 +14,7 @@ from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
 from gateway.state import GatewayState
-from shared import tracing
+from shared import gc_tuning, tracing
 from shared.logs import configure_logging
 from shared.schemas import Problem
 from shared.settings import Settings, get_settings
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys.log_auth_state(settings)
         state = app.state.gateway = GatewayState.create(settings)
         state.start()
+        gc_tuning.settle()  # what exists now lives as long as the process: out of the GC's way
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
+from shared import gc_tuning
 from shared.celery_app import create_celery
 from shared.logs import configure_logging
 from shared.redis_clients import sync_redis
@@ -83,6 +84,7 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     _heartbeat = Heartbeat(redis, sender.hostname, settings.heartbeat_interval, chores)
     _heartbeat.start()
     metrics.serve(settings)
+    gc_tuning.settle()  # the consumer's start-up objects, out of the GC's way
 
 
 def _resend(task: str, message_id: str, kwargs: Mapping[str, Any], queue: str) -> None:

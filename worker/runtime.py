@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from redis.retry import Retry
 from threadpoolctl import threadpool_limits
 
+from shared import gc_tuning
 from shared.aliases import SyncAliasBook
 from shared.errors import ServiceError
 from shared.redis_clients import sync_redis
@@ -79,6 +80,7 @@ def init_process(settings: Settings | None = None) -> Runtime:
     threadpool_limits(limits=settings.blas_threads)
     _runtime = Runtime.create(settings)
     _runtime.warm()
+    gc_tuning.settle()  # the model and the Celery app live as long as the process
     return _runtime
 
 
