@@ -22,6 +22,7 @@ from shared.errors import (
     QueueUnavailable,
     RateLimited,
     ServiceError,
+    UnsupportedModelFormat,
     UploadStalled,
 )
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidInput: 422,
+    UnsupportedModelFormat: 415,
     MalformedRequest: 400,
     ModelNotFound: 422,  # the model is a field of the request body
     JobNotFound: 404,

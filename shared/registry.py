@@ -1,4 +1,4 @@
-"""The model registry on disk: `<root>/<name>/<version>/{model.joblib,manifest.json}`.
+"""The model registry on disk: `<root>/<name>/<version>/{model.skops|model.joblib,manifest.json}`.
 
 Versions are positive integers; a name alone means its newest version, "name:version" one version,
 and "default" the settings' default model. Reading manifests needs no ML library, so the gateway
@@ -24,6 +24,8 @@ from shared.schemas import ModelInfo
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+SKOPS_SUFFIX = ".skops"
+ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive; a pickle never starts so
 # A leading dot is refused: ".." would leave the registry, and dot-folders are hidden by intent.
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
@@ -90,6 +92,12 @@ class Registry:
         except OSError as exc:
             raise ModelError(f"model {info.name}:{info.version}: cannot read {path.name}") from exc
         digest = hashlib.sha256(data).hexdigest()
+        if info.artifact.endswith(SKOPS_SUFFIX) and not data.startswith(ZIP_MAGIC):
+            # Loaders pick skops or pickle by content: a file named as skops must be one.
+            raise ModelError(
+                f"model {info.name}:{info.version}: {info.artifact} is not a skops file "
+                "(not a zip archive); refusing to load it"
+            )
         if digest != info.sha256:
             raise ModelError(
                 f"model {info.name}:{info.version}: artifact sha256 {digest[:12]}... does not "
