@@ -55,6 +55,19 @@ async def get_owner(state: StateDep, credentials: Credentials) -> str:
     return keys.owner_id(found)
 
 
+async def require_admin(state: StateDep, credentials: Credentials) -> str:
+    """An admin key's owner id (`MLQUEUE_ADMIN_KEYS`): 401 without a valid key, 403 for a key
+    that is not an admin's. With keys off altogether (local use) everyone is let in."""
+    settings = state.settings
+    if not settings.api_keys and not settings.admin_keys:
+        return ""
+    await get_owner(state, credentials)  # the 401 for no key or an unknown one
+    found = keys.match(credentials.credentials, settings.admin_keys) if credentials else None
+    if found is None:
+        raise HTTPException(403, "this needs an admin key (one listed in MLQUEUE_ADMIN_KEYS)")
+    return keys.owner_id(found)
+
+
 async def metrics_access(state: StateDep, credentials: Credentials) -> None:
     """`/metrics` needs a key like `/v1`, unless `MLQUEUE_METRICS_PUBLIC` opens it."""
     if not state.settings.metrics_public:
@@ -68,4 +81,5 @@ async def queue_has_room(state: StateDep) -> None:
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+AdminDep = Annotated[str, Depends(require_admin)]
 QueueHasRoom = Depends(queue_has_room)

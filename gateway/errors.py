@@ -122,6 +122,7 @@ async def http_error(_: Request, exc: Exception) -> JSONResponse:
 _TITLES = {
     400: "BadRequest",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
     408: "RequestTimeout",
     405: "MethodNotAllowed",

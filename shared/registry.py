@@ -137,6 +137,11 @@ class Registry:
         return info
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether `name` may be a model's name (a folder of the registry)."""
+    return bool(_NAME.match(name)) and name != "default"
+
+
 def _is_bare_file_name(name: str) -> bool:
     return (
         bool(name)

@@ -22,7 +22,10 @@ from worker.webhooks import WebhookSweep
 
 kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks"])
+app = create_celery(
+    settings,
+    include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks", "worker.model_tasks"],
+)
 _heartbeat: Heartbeat | None = None
 _recorder: JobRecorder | None = None
 
