@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from gateway import deps, errors, keys, traces
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
-from gateway.routes import csv_jobs, health, jobs, legacy, metrics, model_upload, models, web
+from gateway.routes import csv_jobs, health, jobs, legacy, metrics, model_upload, models, v2, web
 from gateway.state import GatewayState
 from shared import tracing
 from shared.logs import configure_logging
@@ -47,10 +47,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Every router but the probes and the web page needs an API key when keys are configured;
     # /metrics too, unless MLQUEUE_METRICS_PUBLIC.
-    for router in (jobs.router, csv_jobs.router, models.router, model_upload.router, legacy.router):
+    keyed = (
+        jobs.router,
+        csv_jobs.router,
+        models.router,
+        model_upload.router,
+        legacy.router,
+        v2.router,
+    )
+    for router in keyed:
         app.include_router(router, dependencies=[Depends(deps.get_owner)], responses=UNAUTHORIZED)
     app.include_router(metrics.router, dependencies=[Depends(deps.metrics_access)])
-    for router in (health.router, web.router):
+    for router in (health.router, v2.probes, web.router):
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")
     app.add_middleware(

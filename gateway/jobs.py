@@ -368,10 +368,13 @@ class Jobs:
             next_cursor=None if after is None else str(after),
         )
 
-    async def predict_now(self, rows: list[list[float]], owner: str) -> list[float]:
-        """The article's synchronous façade: submit rows to the default model and wait (bounded)."""
+    async def predict_now(
+        self, rows: list[list[float]], owner: str, model: str = "default"
+    ) -> list[float]:
+        """The article's synchronous façade (and V2 `infer`'s): submit rows to `model` and wait
+        (bounded)."""
         timeout = self.settings.sync_timeout
-        accepted = await self.submit(rows, "default", owner)
+        accepted = await self.submit(rows, model, owner)
         view, predictions = await self.wait(accepted.job_id, owner, timeout)
         if view.status is JobStatus.SUCCEEDED:
             return predictions or []

@@ -105,6 +105,10 @@ class Registry:
             )
         return data
 
+    def versions(self, name: str) -> list[str]:
+        """The versions of `name` that have a manifest, oldest first."""
+        return [str(v) for v in self._versions(name)] if _NAME.match(name) else []
+
     def next_version(self, name: str) -> str:
         """The version number a newly trained model of `name` gets."""
         versions = self._versions(name)
