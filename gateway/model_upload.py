@@ -31,7 +31,7 @@ from shared.errors import (
     ServiceError,
     UnsupportedModelFormat,
 )
-from shared.registry import is_valid_name
+from shared.registry import Registry, is_valid_name
 from shared.schemas import ModelInfo
 from shared.settings import Settings
 from shared.tasks import QUEUE_HIGH, VERIFY_MODEL, VerifyModelKwargs
@@ -50,9 +50,15 @@ class ModelUploads:
     """Uploads new versions of models on behalf of an admin."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, publisher: Publisher, wait_seconds: float
+        self,
+        settings: Settings,
+        registry: Registry,
+        redis: Redis,
+        publisher: Publisher,
+        wait_seconds: float,
     ) -> None:
         self.settings = settings
+        self.registry = registry
         self.redis = redis
         self.publisher = publisher
         self.wait_seconds = wait_seconds
@@ -132,6 +138,8 @@ class ModelUploads:
         while loop.time() < deadline:
             found = await self.redis.getdel(key)
             if found is not None:
+                # This process serves the new version at once; others within their cache's 1 s.
+                self.registry.forget()
                 return _answer(orjson.loads(found))
             await asyncio.sleep(POLL_SECONDS)
         await self.redis.delete(uploads.data_key(upload_id))  # a worker taking it later: nothing

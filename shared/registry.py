@@ -72,6 +72,10 @@ class Registry:
             self._resolved[spec] = (now, info)
         return info
 
+    def forget(self) -> None:
+        """Drop the resolved cache: the next `resolve` reads the folder (after an upload)."""
+        self._resolved.clear()
+
     def _resolve(self, spec: str) -> ModelInfo:
         name, _, version = spec.partition(":")
         name = self.default if name == "default" else name

@@ -40,7 +40,7 @@ UPLOAD_BODY = {
 async def get_uploads(state: StateDep) -> ModelUploads:
     """The upload service over the state's Redis and publisher."""
     wait = state.settings.sync_timeout
-    return ModelUploads(state.settings, state.redis, state.jobs.publisher, wait)
+    return ModelUploads(state.settings, state.registry, state.redis, state.jobs.publisher, wait)
 
 
 @router.post("/{name}/versions", status_code=201, responses=RESPONSES, openapi_extra=UPLOAD_BODY)
