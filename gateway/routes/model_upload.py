@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from gateway import examples_v2 as ex
 from gateway.deps import AdminDep, StateDep
 from gateway.model_upload import ModelUploads
 from shared.schemas import ModelInfo, Problem
@@ -13,28 +14,22 @@ from shared.schemas import ModelInfo, Problem
 router = APIRouter(prefix="/v1/models", tags=["models"])
 UPLOAD_PATH = r"/v1/models/[^/]+/versions"  # the body limit's pattern (gateway.app)
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    201: {"description": "Installed: the new version's manifest, written by the server."},
+    201: ex.answer("Installed: the new version's manifest, written by the server.", ex.UPLOADED),
     403: {"model": Problem, "description": "The key is not an admin key."},
     413: {"model": Problem, "description": "The file exceeds `MLQUEUE_MAX_MODEL_BYTES`."},
     415: {"model": Problem, "description": "Not a skops file (or a refused joblib/pickle)."},
     422: {"model": Problem, "description": "Untrusted types, wrong n_features, failed smoke test."},
     503: {"model": Problem, "description": "No worker vetted the file in time."},
 }
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                },
-                "encoding": {"file": {"contentType": "application/octet-stream"}},
-            }
-        },
-    }
-}
+UPLOAD_BODY = ex.request_body(
+    "multipart/form-data",
+    {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}},
+    },
+    {"skops": ex.UPLOAD_FORM},
+)
 
 
 async def get_uploads(state: StateDep) -> ModelUploads:

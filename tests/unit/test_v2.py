@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from gateway import deps
+from gateway import examples_v2 as ex
+from shared.oip import InferRequest, InferResponse, ModelMetadata, ModelReady
+from shared.schemas import ModelInfo
 from tests.unit.conftest import FakePublisher
+from worker.sklearn_model import SklearnModel
 
 N = 10  # the demo model's features
 
@@ -154,3 +161,25 @@ def test_models_need_a_key_like_v1_and_probes_do_not(
     assert client.get("/v2/health/live").status_code == 200
     authorized = {"Authorization": "Bearer k"}
     assert client.get("/v2/models/demo", headers=authorized).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model", "example"),
+    [
+        (ModelInfo, ex.UPLOADED),
+        (ModelMetadata, ex.MODEL_METADATA),
+        (ModelReady, ex.MODEL_READY),
+        (InferResponse, ex.INFER_RESPONSE),
+        (InferRequest, ex.INFER_REQUEST),
+    ],
+)
+def test_openapi_examples_match_their_schemas(model: type[BaseModel], example: dict) -> None:
+    assert model.model_validate(example).model_dump(mode="json", exclude_unset=True) == example
+
+
+def test_the_infer_example_answers_what_its_example_says(model_dir: Path) -> None:
+    """The docs' numbers are the real demo model's (rounded), not MockModel's."""
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
+    rows = np.asarray(ex.ROWS)
+    expected = ex.INFER_RESPONSE["outputs"][0]["data"]  # type: ignore[index]
+    assert [round(v, 2) for v in estimator.predict(rows).tolist()] == expected
