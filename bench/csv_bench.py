@@ -95,7 +95,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mlqueue-bench-"))
     registry = Registry(work / "models", "demo")
     train_demo(registry, "demo")
-    model_path = work / "models" / "demo" / "1" / "model.joblib"
+    model_path = work / "models" / "demo" / "1" / "model.skops"
 
     base_s = baseline(source, model_path, work / "baseline.csv")
     redis_port, http_port = processes.free_port(), processes.free_port()
