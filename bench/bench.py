@@ -92,8 +92,11 @@ def bench_mlqueue(
         assert worker.poll() is None
         loadgen(url, "jobs", cases, args.clients, 2)  # warm-up
         load = loadgen(url, "jobs", cases, args.clients, args.duration)
+        # The synchronous façades over the same queue: the article's /predict and KServe V2.
+        predict = loadgen(url, "sync", cases, args.clients, args.duration)
+        v2 = loadgen(url, "v2", cases, args.clients, args.duration)
         seq = loadgen(url, "jobs", cases, 1, 60, requests=args.sequential)
-    return {"load": load, "sequential": seq}
+    return {"load": load, "predict": predict, "v2": v2, "sequential": seq}
 
 
 def bench_sync(
@@ -234,7 +237,10 @@ def main() -> int:
     out = RESULTS / f"bench-{report['when'].replace(':', '')}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {out}")
-    failures = report["mlqueue"]["load"]["errors"] + report["mlqueue"]["load"]["mismatches"]
+    failures = sum(
+        report["mlqueue"][run]["errors"] + report["mlqueue"][run]["mismatches"]
+        for run in ("load", "predict", "v2")
+    )
     return 1 if failures else 0
 
 
@@ -249,6 +255,18 @@ def print_table(r: dict[str, Any]) -> None:
             m["sequential"]["p50_ms"],
             m["sequential"]["p99_ms"],
             m["load"]["errors"] + m["load"]["mismatches"],
+        ),
+        *(
+            (
+                f"mlqueue, {label}",
+                m[run]["jobs_per_s"],
+                m[run]["p50_ms"],
+                m[run]["p99_ms"],
+                None,
+                None,
+                m[run]["errors"] + m[run]["mismatches"],
+            )
+            for run, label in (("predict", "/predict (sync)"), ("v2", "V2 infer (sync)"))
         ),
         (
             "article sync FastAPI /predict",
@@ -296,6 +314,7 @@ def print_table(r: dict[str, Any]) -> None:
         "vs_sync_fastapi": round(ours / s["load"]["jobs_per_s"], 2),
         "vs_naive_celery": round(ours / n["jobs_per_s"], 2),
         "vs_in_process_1row_predict": round(ours / p["predict_1row_calls_per_s"], 2),
+        "v2_infer_vs_mlqueue_predict": round(m["v2"]["jobs_per_s"] / m["predict"]["jobs_per_s"], 2),
     }
     print(
         "ratios (mlqueue jobs/s over each baseline): "

@@ -3,7 +3,8 @@
     python -m bench.loadgen --url http://127.0.0.1:8000 --mode jobs --clients 64 --duration 15
 
 Modes: `jobs` submits a 1-row job and long-polls its result (`?wait=`); `sync` posts one row to
-the article's `/predict`. Every answer is checked against the expected prediction for its row.
+the article's `/predict`; `v2` posts one row to the KServe V2 `infer` of the default model. Every
+answer is checked against the expected prediction for its row.
 Prints one JSON object: jobs/s, latency percentiles, errors, and this process's own CPU seconds
 (client, Redis, workers and gateway share the same cores, so the client's cost is reported).
 """
@@ -41,6 +42,17 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+PATHS = {"jobs": b"/v1/jobs", "sync": b"/predict", "v2": b"/v2/models/default/infer"}
+
+
+def body_of(mode: str, row: list[float]) -> bytes:
+    """The request body that carries one row in `mode`."""
+    if mode == "v2":
+        tensor = {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}
+        return orjson.dumps({"inputs": [tensor]})
+    return orjson.dumps({"data": [row]})
+
+
 class Client:
     def __init__(self, host: str, port: int, mode: str, cases: list[tuple[bytes, float]]) -> None:
         self.host, self.port, self.mode, self.cases = host, port, mode, cases
@@ -68,12 +80,16 @@ class Client:
     async def one(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
     ) -> float:
-        path = b"/v1/jobs" if self.mode == "jobs" else b"/predict"
+        path = PATHS[self.mode]
         writer.write(
             b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
         )
         status, payload = await read_response(reader)
+        if self.mode == "v2":
+            if status != 200:
+                raise ValueError(f"infer answered {status}: {payload[:200]!r}")
+            return float(orjson.loads(payload)["outputs"][0]["data"][0])
         if self.mode == "sync":
             if status != 200:
                 raise ValueError(f"/predict answered {status}: {payload[:200]!r}")
@@ -97,7 +113,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     url = urlsplit(args.url)
-    cases = [(orjson.dumps({"data": [row]}), expected) for row, expected in args.loaded_cases]
+    cases = [(body_of(args.mode, row), expected) for row, expected in args.loaded_cases]
     client = Client(url.hostname or "127.0.0.1", url.port or 80, args.mode, cases)
     stats = Stats()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -125,7 +141,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--mode", choices=["jobs", "sync"], default="jobs")
+    parser.add_argument("--mode", choices=list(PATHS), default="jobs")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--requests", type=int, default=None, help="per client, then stop")

@@ -87,7 +87,7 @@ class ModelUploads:
         """Append the file's bytes to Redis; its format, sniffed from the first bytes."""
         form = FormReader(content_type, "file", ())
         key, ttl = uploads.data_key(upload_id), self.settings.sync_timeout + uploads.OUTCOME_TTL
-        pending, size, fmt = b"", 0, None
+        pending, size, fmt = bytearray(), 0, None
         async for block in body:
             for event in form.feed(block):
                 if not isinstance(event, FileData):
@@ -97,18 +97,20 @@ class ModelUploads:
                 if size > self.settings.max_model_bytes:
                     raise BodyTooLarge(self.settings.max_model_bytes)
                 if fmt is None and len(pending) >= 8:
-                    fmt = self._format(pending)
+                    fmt = self._format(bytes(pending[:8]))
                 if len(pending) >= STAGE_BLOCK and fmt is not None:
-                    await self._append(key, pending, ttl)
-                    pending = b""
+                    await self._append(key, bytes(pending), ttl)
+                    pending.clear()
         try:
             form.finish()
         except InvalidInput:
             raise InvalidInput(
                 "no complete file in the form: send the model as field `file`"
             ) from None
-        fmt = fmt or self._format(pending)
-        await self._append(key, pending, ttl)
+        if not size:
+            raise UnsupportedModelFormat("the file is empty")
+        fmt = fmt or self._format(bytes(pending))
+        await self._append(key, bytes(pending), ttl)
         return fmt
 
     def _format(self, head: bytes) -> str:

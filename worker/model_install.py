@@ -55,6 +55,10 @@ def verify_upload(
     except ServiceError as exc:
         outcome = {"error": {"type": type(exc).__name__, "message": exc.message}}
         log.warning("model upload refused: %s", exc.message, extra={"model": name})
+    except Exception as exc:  # a soft time limit, a full disk: answer now, not at the timeout
+        message = f"the worker could not vet the model: {type(exc).__name__}: {exc}"[:500]
+        outcome = {"error": {"type": "ModelError", "message": message}}
+        log.exception("model upload failed", extra={"model": name})
     redis.set(uploads.outcome_key(upload_id), orjson.dumps(outcome), ex=uploads.OUTCOME_TTL)
     return outcome
 
