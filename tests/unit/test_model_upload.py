@@ -21,8 +21,12 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
 from gateway import deps
+from shared.errors import ModelError
 from shared.registry import Registry
 from shared.settings import Settings
+from tests.unit.conftest import FakePublisher
+from worker import skops_format
+from worker.model_install import verify_upload
 from worker.sklearn_model import SklearnModel
 
 ADMIN, USER = "mlq_admin_key_0123456789", "mlq_user_key_0123456789"
@@ -180,3 +184,52 @@ def test_a_file_over_the_limit_is_a_413(client: TestClient, settings: Settings) 
 def test_invalid_names_are_refused(client: TestClient, name: str) -> None:
     status, _ = upload(client, name, sio.dumps(fitted_tree()))
     assert status in (404, 422)
+
+
+def test_an_empty_file_is_a_415(client: TestClient) -> None:
+    status, body = upload(client, "demo", b"")
+    assert status == 415 and "empty" in str(body["detail"])
+
+
+def test_a_redelivered_verify_message_installs_nothing_more(
+    client: TestClient, settings: Settings, publisher: FakePublisher
+) -> None:
+    status, _ = upload(client, "demo", sio.dumps(fitted_tree()))
+    assert status == 201
+    (message,) = [m for m in publisher.sent if m["name"] == "mlqueue.models.verify"]
+    rt = publisher.runtime
+    kwargs = message["kwargs"]
+    again = verify_upload(
+        rt.settings, rt.jobs.redis, rt.models.registry, kwargs["upload_id"], "demo", "skops"
+    )
+    assert again is None  # the bytes were taken by the first delivery
+    assert versions(settings, "demo") == ["1", "2"]
+
+
+def test_a_skops_named_artifact_that_is_a_pickle_is_never_loaded(settings: Settings) -> None:
+    """Loaders choose skops or joblib by content; the registry keeps a `.skops` name honest."""
+    folder = settings.model_dir / "demo" / "1"
+    manifest = Registry(settings.model_dir, "demo").resolve("demo")
+    pickled = io.BytesIO()
+    joblib.dump(fitted_tree(), pickled)
+    (folder / "model.skops").write_bytes(pickled.getvalue())
+    manifest = manifest.model_copy(
+        update={"sha256": hashlib.sha256(pickled.getvalue()).hexdigest()}
+    )
+    with pytest.raises(ModelError, match="is not a skops file"):
+        Registry(settings.model_dir, "demo").read_artifact(manifest)
+
+
+def test_serving_a_skops_file_with_untrusted_types_is_a_model_error() -> None:
+    evil = sio.dumps(make_pipeline(FunctionTransformer(os.system), LinearRegression()))
+    with pytest.raises(ModelError, match=r"not trusted: .*\.system"):
+        SklearnModel.from_bytes(evil)
+
+
+def test_the_trusted_types_hold_estimators_internals_but_no_function_wrapper() -> None:
+    trusted = skops_format.trusted_types()
+    assert "sklearn.tree._tree.Tree" in trusted
+    assert "sklearn.ensemble._forest.RandomForestRegressor" in trusted
+    assert "sklearn.neighbors._kd_tree.KDTree" in trusted
+    assert not any(t.endswith("PyFuncDistance64") for t in trusted)
+    assert all(t.startswith("sklearn.") for t in trusted)
