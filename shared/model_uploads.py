@@ -20,14 +20,14 @@ OUTCOME_TTL: Final = 600  # seconds: enough for a gateway that polls for `sync_t
 # What joblib/pickle files start with: a pickle protocol opcode, or joblib's compressors
 # (zlib, gzip, bz2, xz, lzma, lz4).
 PICKLE_MAGIC: Final = (
-    b"\x80",
-    b"\x78",
-    b"\x1f\x8b",
-    b"BZh",
-    b"\xfd7zXZ",
-    b"\x5d\x00\x00",
-    b"\x04\x22M\x18",
-)
+    b"\x80",  # a pickle protocol >= 2 opcode
+    b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda",  # zlib
+    b"\x1f\x8b",  # gzip
+    b"BZh",  # bz2
+    b"\xfd7zXZ\x00",  # xz
+    b"\x5d\x00\x00",  # lzma
+    b"\x04\x22M\x18",  # lz4
+)  # fmt: skip
 
 
 class UploadError(TypedDict):
