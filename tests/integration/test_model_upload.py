@@ -21,6 +21,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from tests.integration.conftest import API_KEYS, System
+
 pytestmark = pytest.mark.integration
 
 
@@ -90,3 +92,17 @@ def test_refused_uploads_name_the_reason_and_leave_no_version(
     assert "takes 4 features; demo:1 takes 10" in response.json()["detail"]
     assert folders(model_dir, "refused") == []
     assert folders(model_dir, "demo") == ["1"]
+
+
+def test_only_admin_keys_may_upload_on_the_keyed_system(keyed_system: System) -> None:
+    """The keyed system has API keys but no admin key: nobody may upload there."""
+    X, y = load_diabetes(return_X_y=True)
+    data = sio.dumps(LinearRegression().fit(X, y))
+    with httpx.Client(base_url=keyed_system.base_url, timeout=30) as http:
+        files = {"file": ("model.skops", data, "application/octet-stream")}
+        response = http.post("/v1/models/keyed/versions", files=files)
+        assert response.status_code == 401, response.text
+        headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
+        response = http.post("/v1/models/keyed/versions", files=files, headers=headers)
+        assert response.status_code == 403, response.text
+        assert "admin key" in response.json()["detail"]

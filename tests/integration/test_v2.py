@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.conftest import System
+from tests.integration.conftest import API_KEYS, System
 from worker.sklearn_model import SklearnModel
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,22 @@ def test_an_unknown_model_is_a_404_error_in_the_client(
     with pytest.raises(InferenceServerException, match="unknown model") as info:
         client.infer("no-such-model", [tensor])
     assert info.value.status() == "404"
+
+
+def test_models_need_an_api_key_and_tritonclient_sends_it(
+    keyed_system: System, estimator: object, diabetes_rows: list[list[float]]
+) -> None:
+    client = triton.InferenceServerClient(url=keyed_system.base_url.removeprefix("http://"))
+    try:
+        assert client.is_server_live()  # the probes need no key
+        X = np.asarray(diabetes_rows[:3])
+        tensor = triton.InferInput("input-0", list(X.shape), "FP64")
+        tensor.set_data_from_numpy(X)
+        with pytest.raises(InferenceServerException, match="API key") as info:
+            client.infer("demo", [tensor])
+        assert info.value.status() == "401"
+        headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
+        result = client.infer("demo", [tensor], headers=headers)
+        assert result.as_numpy("predict").tolist() == estimator.predict(X).tolist()  # type: ignore[attr-defined]
+    finally:
+        client.close()
