@@ -26,6 +26,7 @@ from shared.registry import Registry
 from shared.settings import Settings
 from tests.unit.conftest import FakePublisher
 from worker import skops_format
+from worker.model_cache import ModelCache
 from worker.model_install import verify_upload
 from worker.sklearn_model import SklearnModel
 
@@ -153,11 +154,15 @@ def test_a_pickle_is_installed_when_allowed(
     state = client.app.dependency_overrides[deps.get_state]()
     monkeypatch.setattr(state, "settings", allowed)
     monkeypatch.setattr(state.jobs.publisher.runtime, "settings", allowed)
-    buffer = io.BytesIO()
-    joblib.dump(fitted_tree(), buffer)
+    tree, buffer = fitted_tree(), io.BytesIO()
+    joblib.dump(tree, buffer)
     status, body = upload(client, "demo", buffer.getvalue(), filename="m.joblib")
     assert status == 201, body
     assert body["artifact"] == "model.joblib" and body["version"] == "2"
+    # A joblib version is served beside the skops one (the loader picks by content).
+    _, served = ModelCache(Registry(settings.model_dir, "demo")).get("demo")
+    X = load_diabetes().data[:20]
+    assert served.predict(X).tolist() == tree.predict(X).tolist()
 
 
 def test_a_file_that_is_no_model_is_a_415(client: TestClient) -> None:
