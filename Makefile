@@ -49,7 +49,7 @@ $(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-.PHONY: images-offline test-docker bench-scale
+.PHONY: images-offline test-docker bench-scale bench-cpu bench-ab
 ## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
 images-offline:
 	deploy/offline-bases.sh
@@ -123,6 +123,15 @@ redis-server:
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site
+
+## CPU ms per 1-row job in the gateway, worker, Redis and client (comparable on a busy machine)
+bench-cpu: $(VENV)/.dev-installed
+	$(PY) -m bench.cpu_budget $(ARGS)
+
+## A/B: this checkout against commit REF, alternating rounds of the same load (jobs/s, CPU/job)
+REF ?= origin/main
+bench-ab: $(VENV)/.dev-installed
+	$(PY) -m bench.ab --ref $(REF) $(ARGS)
 
 ## Throughput benchmark: mlqueue vs the article's sync API, naive Celery and in-process predict
 bench: $(VENV)/.dev-installed

@@ -6,11 +6,12 @@ own process group, so a test can SIGKILL one worker (or one prefork child) and s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,3 +146,49 @@ def rss_kib(pid: int) -> int:
 def tree_rss_kib(pid: int) -> int:
     """VmRSS of a process plus its direct children (a worker and its prefork pool)."""
     return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
+
+
+@dataclass(frozen=True)
+class System:
+    """A running system as a benchmark sees it: where to send requests, which pids to watch."""
+
+    url: str
+    pids: dict[str, int]  # "gateway", "worker", "redis" -> the pid leading each process tree
+
+
+@contextlib.contextmanager
+def system(
+    work: Path, env: dict[str, str] | None = None, source: Path | None = None
+) -> Iterator[System]:
+    """Redis, one worker and the gateway (settings' defaults, `env` over them) on free ports,
+    with the models of `work / "models"`, ready for requests; stopped on exit. `source` runs
+    another checkout of mlqueue (e.g. an older commit, for an A/B) with this interpreter."""
+    redis_port, port = processes.free_port(), processes.free_port()
+    env = {
+        "MLQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "MLQUEUE_MODEL_DIR": str(work / "models"),
+        "MLQUEUE_PORT": str(port),
+        "MLQUEUE_LOG_LEVEL": "WARNING",
+        **({"PYTHONPATH": str(source)} if source else {}),
+        **(env or {}),
+    }
+    url = f"http://127.0.0.1:{port}"
+    redis = processes.start_redis(redis_port, work / f"redis-{port}", log=work / "redis.log")
+    procs: list[subprocess.Popen[bytes]] = [redis]
+    try:
+        worker = processes.spawn(processes.worker_argv(), env, log=work / "worker.log")
+        procs.append(worker)
+        gateway = processes.spawn(processes.gateway_argv(), env, log=work / "gateway.log")
+        procs.append(gateway)
+        processes.wait_until(lambda: _ready(f"{url}/readyz"), 60, "mlqueue", gateway)
+        yield System(url, {"gateway": gateway.pid, "worker": worker.pid, "redis": redis.pid})
+    finally:
+        for proc in reversed(procs):
+            processes.stop(proc)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

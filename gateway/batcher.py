@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway import traces
+from gateway.quotas import ResultBytes
 from gateway.store import JobStore
 from shared import tracing
 from shared.errors import InvalidInput
@@ -39,6 +40,7 @@ class _Batch:
     jobs: list[BatchJob] = field(default_factory=list)
     payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     rows: int = 0
+    refused: dict[str, Exception] = field(default_factory=dict)  # job id -> why, set once sent
     sent: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -48,8 +50,16 @@ class _Batch:
 class Batcher:
     """Coalesces jobs per model into messages of at most `max_rows` rows."""
 
-    def __init__(self, store: JobStore, publish: Publish, max_rows: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        publish: Publish,
+        max_rows: int,
+        max_wait: float,
+        charge: ResultBytes | None = None,
+    ) -> None:
         self.store = store
+        self.charge = charge  # each job's result bytes count against its owner's limit
         self.publish = publish
         self.max_rows = max_rows
         self.max_wait = max_wait
@@ -60,7 +70,7 @@ class Batcher:
         self, record: dict[str, str], rows: list[list[float]], model: str, queue: str = QUEUE
     ) -> None:
         """Queue one job on `queue` (its priority); returns when its message is in the broker
-        (or raises why not)."""
+        (or raises why not: a 429 when its results would pass its owner's stored bytes)."""
         rows, payload = serialize(rows)  # before joining: a bad job fails alone
         key = (model, queue)
         batch = self._open.get(key)
@@ -82,6 +92,8 @@ class Batcher:
             self._send(key)
         # Shielded: a client that disconnects must not cancel the send of its neighbours' jobs.
         await asyncio.shield(batch.sent)
+        if record["id"] in batch.refused:
+            raise batch.refused[record["id"]]
 
     async def close(self) -> None:
         """Send what is open and wait for every send in flight."""
@@ -103,15 +115,19 @@ class Batcher:
     async def _deliver(self, batch: _Batch) -> None:
         try:
             with traces.batch_span(batch.jobs, batch.model, batch.rows):
-                await self.store.create_many(batch.records, outbox=batch.payloads)
-                # One job alone keeps its own id as the message id, which eases tracing.
-                message_id = batch.jobs[0]["id"] if len(batch.jobs) == 1 else str(uuid.uuid4())
-                await self.publish(
-                    message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue
+                batch.refused.update(
+                    await self.store.create_many(batch.records, batch.payloads, self.charge)
                 )
-            # Links the message id (the worker's Celery task id) to the job ids it carries.
-            extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
-            log.info("batch sent", extra={**extra, "job_ids": [r["id"] for r in batch.records]})
+                jobs = [job for job in batch.jobs if job["id"] not in batch.refused]
+                if jobs:
+                    # One job alone keeps its own id as the message id, which eases tracing.
+                    message_id = jobs[0]["id"] if len(jobs) == 1 else str(uuid.uuid4())
+                    await self.publish(
+                        message_id, {"jobs": jobs, "model": batch.model}, batch.queue
+                    )
+                    # Links the message id (the worker's Celery task id) to its job ids.
+                    extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
+                    log.info("batch sent", extra={**extra, "job_ids": [j["id"] for j in jobs]})
         except BaseException as exc:
             batch.sent.set_exception(exc)
             # Read the exception even if every waiter went away, so asyncio does not warn.

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics, traces
+from gateway.autopipe import AutoPipeline
 from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
 from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
@@ -40,7 +41,6 @@ from shared.schemas import (
     CsvErrors,
     JobAccepted,
     JobPage,
-    JobResult,
     JobStatus,
     JobView,
     LineError,
@@ -57,6 +57,26 @@ class Submitted:
 
     accepted: JobAccepted
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A succeeded JSON job's predictions as the worker stored them (a JSON array of numbers),
+    passed through to the answer unparsed: decoding them into floats and encoding them again
+    was the result route's largest cost for big jobs, and pure overhead for small ones."""
+
+    job_id: str
+    model: str
+    version: str | None
+    data: bytes
+
+    def body(self) -> bytes:
+        """The `JobResult` JSON: the job's fields, then `data` spliced in as stored."""
+        head = orjson.dumps(
+            {"job_id": self.job_id, "status": "succeeded", "model": self.model,
+             "version": self.version}
+        )  # fmt: skip
+        return head[:-1] + b',"data":' + self.data + b"}"
 
 
 @dataclass(frozen=True)
@@ -83,9 +103,11 @@ class Jobs:
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
-        self.store = JobStore(redis, settings.result_ttl, keys.admin_owners(settings), wait)
+        commands = AutoPipeline(redis)
+        owners = keys.admin_owners(settings)
+        self.store = JobStore(redis, settings.result_ttl, owners, wait, commands)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
-        self.quotas = Quotas(redis, settings)
+        self.quotas = Quotas(redis, settings, commands)
         self.listing = JobListing(redis, settings.result_ttl)
         self.idempotency = Idempotency(redis, settings.idempotency_ttl)
         self.limits = RateLimiter(redis, settings)
@@ -95,6 +117,7 @@ class Jobs:
             self._publish_batch,
             max_rows=settings.batch_max_rows,
             max_wait=settings.batch_max_wait_ms / 1000,
+            charge=self.quotas.results,  # checked in the batch's own round trip
         )
 
     async def submit(
@@ -109,7 +132,6 @@ class Jobs:
         returns the accepted job."""
         info = self.registry.resolve(model)
         check_rows(rows, info.n_features, self.settings.max_rows_per_job)
-        await self.quotas.add_results(owner, len(rows))
         job_id = str(uuid.uuid4())
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
@@ -232,22 +254,23 @@ class Jobs:
         return await self.listing.page(owner, limit, cursor, status, kind)
 
     async def wait(
-        self, job_id: str, owner: str, timeout: float
-    ) -> tuple[JobView, list[float] | None]:
+        self, job_id: str, owner: str, timeout: float, just_submitted: bool = False
+    ) -> tuple[JobView, bytes | None]:
         """The job's view (and predictions) once it has finished, or after `timeout` seconds.
-        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free).
+        A job `just_submitted` by this caller is not read before the wait begins: it cannot
+        have finished yet, and the wait's own first read would catch it if it had."""
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        view, predictions = await self._read(job_id, owner, deadline)
-        if view.status.finished or seconds <= 0:
-            return view, predictions
+        if not (just_submitted and seconds > 0):
+            view, predictions = await self._read(job_id, owner, deadline)
+            if view.status.finished or seconds <= 0:
+                return view, predictions
         async with self.quotas.long_poll(owner, seconds):
             return await self._wait(job_id, owner, deadline)
 
-    async def _read(
-        self, job_id: str, owner: str, deadline: float
-    ) -> tuple[JobView, list[float] | None]:
+    async def _read(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         """The job's view and predictions. A Redis error (a restart or failover under a long
         poll) is ridden out until `deadline`, since the job's state survives it; past the
         deadline the 503 stands."""
@@ -260,9 +283,7 @@ class Jobs:
                     raise
                 await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
 
-    async def _wait(
-        self, job_id: str, owner: str, deadline: float
-    ) -> tuple[JobView, list[float] | None]:
+    async def _wait(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         loop = asyncio.get_running_loop()
         timeout = round(deadline - loop.time(), 3)
         attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
@@ -289,7 +310,7 @@ class Jobs:
 
     async def result(
         self, job_id: str, owner: str, wait: float = 0
-    ) -> JobResult | CsvResult | JobView:
+    ) -> Predictions | CsvResult | JobView:
         """The predictions of a succeeded job (a `CsvResult` for a CSV job); the job's view while
         it is not finished; `JobConflict` carrying its error once it failed or was cancelled."""
         view, predictions = await self.wait(job_id, owner, wait)
@@ -297,13 +318,7 @@ class Jobs:
             chunks, id_column = await self.chunks.result_info(job_id)
             return CsvResult(job_id, self.chunks.result_csv(job_id, chunks, id_column))
         if view.status is JobStatus.SUCCEEDED and predictions is not None:
-            return JobResult(
-                job_id=job_id,
-                status=view.status,
-                model=view.model,
-                version=view.version,
-                data=predictions,
-            )
+            return Predictions(job_id, view.model, view.version, predictions)
         if view.status.finished:
             reason = f": {view.error.message}" if view.error else ""
             raise JobConflict(
@@ -368,16 +383,16 @@ class Jobs:
             next_cursor=None if after is None else str(after),
         )
 
-    async def predict_now(
+    async def predict_now_json(
         self, rows: list[list[float]], owner: str, model: str = "default"
-    ) -> list[float]:
+    ) -> bytes:
         """The article's synchronous façade (and V2 `infer`'s): submit rows to `model` and wait
-        (bounded)."""
+        (bounded); the predictions as the JSON array the worker stored."""
         timeout = self.settings.sync_timeout
         accepted = await self.submit(rows, model, owner)
-        view, predictions = await self.wait(accepted.job_id, owner, timeout)
+        view, predictions = await self.wait(accepted.job_id, owner, timeout, just_submitted=True)
         if view.status is JobStatus.SUCCEEDED:
-            return predictions or []
+            return predictions or b"[]"
         if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
             raise InvalidInput(view.error.message, job_id=accepted.job_id)
         if view.status.finished:
@@ -387,11 +402,11 @@ class Jobs:
             job_id=accepted.job_id,
         )
 
-    async def predict_csv_now(self, data: bytes, owner: str) -> list[float]:
-        """`predict_now` for a small CSV file held whole (header optional)."""
+    async def predict_csv_now(self, data: bytes, owner: str) -> bytes:
+        """`predict_now_json` for a small CSV file held whole (header optional)."""
         info = self.registry.resolve("default")
         rows, _ = parse_small(data, info.feature_names, self.settings.max_rows_per_job)
-        return await self.predict_now(rows, owner)
+        return await self.predict_now_json(rows, owner)
 
     async def close(self) -> None:
         """Send what the batcher holds and wait for every send in flight."""

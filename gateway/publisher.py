@@ -63,6 +63,10 @@ class CeleryPublisher:
                 kwargsrepr=summary,
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
+                # The job store holds every outcome; without this, Celery's Redis result backend
+                # subscribed to each message's result channel and unsubscribed again (two more
+                # round trips per message) for a result nobody reads.
+                ignore_result=True,
             )
         except (OperationalError, OSError) as exc:
             raise QueueUnavailable("the job queue is unavailable; retry shortly") from exc

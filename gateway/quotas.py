@@ -17,10 +17,12 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Final
 
 from redis.asyncio import Redis
 
+from gateway.autopipe import AutoPipeline
 from shared import csvjobs
 from shared.errors import QueueUnavailable, RateLimited
 from shared.jobstore import PREFIX
@@ -58,12 +60,52 @@ return -1
 """
 
 
+@dataclass(frozen=True)
+class ResultBytes:
+    """The stored-result-bytes limit of a key: its bytes are counted in time buckets that
+    expire after `ttl` (as the results they stand for do), at most `limit` within the window.
+    The JSON submit path charges them in the script that creates a batch's records (see
+    `gateway.store.CREATE`), CSV uploads per chunk (`Quotas.add_results`)."""
+
+    limit: int
+    ttl: int
+
+    @property
+    def width(self) -> int:
+        """Seconds per bucket."""
+        return max(60, self.ttl // BUCKETS_PER_TTL)
+
+    def buckets(self, owner: str) -> list[str]:
+        """The owner's bucket keys in the window, the current one first."""
+        now = int(time.time()) // self.width
+        first = now - self.ttl // self.width - 1
+        return [f"{PREFIX}:quota:bytes:{owner}:{b}" for b in range(now, first, -1)]
+
+    @staticmethod
+    def size(predictions: int) -> int:
+        """The bytes `predictions` results count for."""
+        return predictions * RESULT_BYTES_PER_PREDICTION
+
+    def refusal(self, total: int, size: int) -> RateLimited:
+        """The 429 for a job of `size` bytes when the key has `total` stored."""
+        return RateLimited(
+            f"this API key has {total} bytes of results stored, and {size} more would pass its "
+            f"limit of {self.limit} (MLQUEUE_MAX_STORED_BYTES_PER_KEY); retry once older results "
+            "have expired",
+            retry_after=self.width,
+        )
+
+
 class Quotas:
     """The limits of `Settings`, checked for one API key (`owner`) at a time."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, commands: AutoPipeline | None = None
+    ) -> None:
         self.redis = redis
+        self.commands = commands or AutoPipeline(redis)  # the hot path's slot takes and releases
         self.settings = settings
+        self.results = ResultBytes(settings.max_stored_bytes_per_key, settings.result_ttl)
         self._take = redis.register_script(TAKE_SLOT)
         self._add = redis.register_script(ADD_BYTES)
         self._waiting = redis.register_script(csvjobs.WAITING_BYTES)
@@ -84,20 +126,10 @@ class Quotas:
 
     async def add_results(self, owner: str, predictions: int) -> None:
         """Count the result bytes of `predictions` more against the key (429 when over)."""
-        size = predictions * RESULT_BYTES_PER_PREDICTION
-        limit = self.settings.max_stored_bytes_per_key
-        ttl = self.settings.result_ttl
-        width = max(60, ttl // BUCKETS_PER_TTL)
-        now = int(time.time()) // width
-        keys = [f"{PREFIX}:quota:bytes:{owner}:{b}" for b in range(now, now - ttl // width - 1, -1)]
-        total = await self._add(keys=keys, args=[size, limit, ttl])
-        if int(total) >= 0:
-            raise RateLimited(
-                f"this API key has {int(total)} bytes of results stored, and {size} more would "
-                f"pass its limit of {limit} (MLQUEUE_MAX_STORED_BYTES_PER_KEY); retry once older "
-                "results have expired",
-                retry_after=width,
-            )
+        quota, size = self.results, ResultBytes.size(predictions)
+        total = int(await self._add(keys=quota.buckets(owner), args=[size, quota.limit, quota.ttl]))
+        if total >= 0:
+            raise quota.refusal(total, size)
 
     async def check_waiting_chunks(self, more: int) -> None:
         """A 503 if `more` chunk bytes would pass the global cap of chunk bytes waiting."""
@@ -129,12 +161,13 @@ class Quotas:
             if renewer is not None:
                 renewer.cancel()
             with contextlib.suppress(Exception):  # the lease ends by itself anyway
-                await asyncio.shield(self.redis.zrem(key, token))
+                await asyncio.shield(self.commands.execute("ZREM", key, token))
 
     async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
         now = time.time()
         args: list[float | str] = [now, now + lease, token, limit, math.ceil(lease) + 1]
-        return bool(await self._take(keys=[key], args=args))
+        # Shielded: a slot taken for a request cancelled meanwhile would stay held to its end.
+        return bool(await asyncio.shield(self.commands.script(self._take, [key], args)))
 
     async def _renew(self, key: str, token: str, lease: float) -> None:
         """Push the lease on while the holder runs (a long upload outlives its first lease)."""

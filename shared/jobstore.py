@@ -10,7 +10,7 @@ Final states are sticky: a redelivered or duplicate run cannot overwrite a resul
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -44,59 +44,121 @@ def owner_index_key(owner: str) -> str:
     return f"{PREFIX}:owner:{owner or '-'}:jobs"
 
 
-# KEYS[1] job, KEYS[2] the outbox, KEYS[3] running; ARGV: now, ttl, job id, max attempts,
-# channel, then field/value pairs to set when the record is missing. Returns the status the
-# caller should act on: "running" to go on, anything else to stop. A started job leaves the
-# outbox: its message has arrived. Every start counts as an attempt: past the maximum (a job
-# whose outcome could never be stored, redelivered again and again) the job fails instead.
-# A gateway job's `rows`/`spec` stay on the record: the reaper re-sends a stuck running job from
-# them, and a failed or cancelled job can be retried from them (FINISH drops them on success).
-START = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-  status = 'queued'
+# Starting a job: `fresh` are the field/value pairs to set when the record is missing (a direct
+# task). Returns the status the caller should act on: "running" to go on, anything else to stop.
+# A started job leaves the outbox: its message has arrived. Every start counts as an attempt:
+# past the maximum (a job whose outcome could never be stored, redelivered again and again) the
+# job fails instead. A gateway job's `rows`/`spec` stay on the record: the reaper re-sends a
+# stuck running job from them, and a failed or cancelled job can be retried from them (FINISH
+# drops them on success).
+_START_ONE = """
+local function start_one(job, outbox, running, now, ttl, id, max_attempts, channel, fresh)
+  local status = redis.call('HGET', job, 'status')
+  if not status then
+    redis.call('HSET', job, unpack(fresh))
+    status = 'queued'
+  end
+  redis.call('ZREM', outbox, id)
+  if status ~= 'queued' and status ~= 'running' then
+    return status
+  end
+  redis.call('EXPIRE', job, ttl)
+  local attempts = redis.call('HINCRBY', job, 'attempts', 1)
+  if attempts > max_attempts then
+    redis.call('HSET', job, 'status', 'failed', 'finished_at', now,
+      'error_type', 'TooManyAttempts', 'error', 'the job was started ' .. (attempts - 1) ..
+      ' times and its outcome never stored (a worker or Redis failed each time); giving up')
+    redis.call('ZREM', running, id)
+    redis.call('PUBLISH', channel, id)
+    return 'failed'
+  end
+  redis.call('HSET', job, 'status', 'running', 'started_at', now)
+  redis.call('ZADD', running, now, id)
+  redis.call('EXPIRE', running, ttl)
+  return 'running'
 end
-redis.call('ZREM', KEYS[2], ARGV[3])
-if status ~= 'queued' and status ~= 'running' then
+"""
+
+# KEYS[1] job, KEYS[2] the outbox, KEYS[3] running; ARGV: now, ttl, job id, max attempts,
+# channel, then the fresh record's field/value pairs.
+START = (
+    _START_ONE
+    + """
+return start_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  ARGV[5], {unpack(ARGV, 6)})
+"""
+)
+
+# The jobs of one batch message. KEYS[1] the outbox, KEYS[2] running, then the jobs' records;
+# ARGV: now, ttl, max attempts, channel, model, then per job its id and row count. Returns the
+# statuses in order. A batch's jobs share everything but id and size: sent once, not per job.
+START_MANY = (
+    _START_ONE
+    + """
+local now, ttl, max_attempts, channel, model = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4],
+  ARGV[5]
+local statuses = {}
+for i = 3, #KEYS do
+  local id, n_rows = ARGV[2 * i], ARGV[2 * i + 1]
+  local fresh = {'id', id, 'kind', 'task', 'model', model, 'n_rows', n_rows, 'created_at', now,
+    'owner', ''}
+  statuses[i - 2] = start_one(KEYS[i], KEYS[1], KEYS[2], now, ttl, id, max_attempts, channel,
+    fresh)
+end
+return statuses
+"""
+)
+
+# Finishing a job with `status` and its field/value pairs `fields`. Writes only over a live job,
+# so a duplicate cannot change a finished one. A succeeded job needs its rows no more; a failed
+# one keeps them for a retry (the reaper reads only running jobs, the resender only queued
+# ones). `channel` "": the caller publishes.
+_FINISH_ONE = """
+local function finish_one(job, running, now, ttl, status, channel, id, fields)
+  redis.call('ZREM', running, id)
+  local was = redis.call('HGET', job, 'status')
+  if was == 'succeeded' or was == 'failed' or was == 'cancelled' then
+    return was
+  end
+  redis.call('HSET', job, 'status', status, 'finished_at', now, unpack(fields))
+  if status == 'succeeded' then
+    redis.call('HDEL', job, 'rows', 'spec')  -- only failed or cancelled jobs can be retried
+  end
+  redis.call('EXPIRE', job, ttl)
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, id)
+  end
   return status
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempts > tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1],
-    'error_type', 'TooManyAttempts', 'error', 'the job was started ' .. (attempts - 1) ..
-    ' times and its outcome never stored (a worker or Redis failed each time); giving up')
-  redis.call('ZREM', KEYS[3], ARGV[3])
-  redis.call('PUBLISH', ARGV[5], ARGV[3])
-  return 'failed'
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-return 'running'
 """
 
 # KEYS[1] job, KEYS[2] running; ARGV: now, ttl, final status, channel ("" = the caller
-# publishes), job id, then field/value pairs. Writes only over a live job, so a duplicate cannot
-# change a finished one. A succeeded job needs its rows no more; a failed one keeps them for a
-# retry (the reaper reads only running jobs, the resender only queued ones).
-FINISH = """
-redis.call('ZREM', KEYS[2], ARGV[5])
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-  return status
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[1], unpack(ARGV, 6))
-if ARGV[3] == 'succeeded' then
-  redis.call('HDEL', KEYS[1], 'rows', 'spec')  -- only failed or cancelled jobs can be retried
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-end
-return ARGV[3]
+# publishes), job id, then field/value pairs.
+FINISH = (
+    _FINISH_ONE
+    + """
+return finish_one(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  {unpack(ARGV, 6)})
 """
+)
+
+# The outcomes of one batch message, the caller publishing. KEYS[1] running, then the jobs'
+# records; ARGV: now, ttl, then per job: id, status, field count, field/value pairs. Returns the
+# final statuses in order.
+FINISH_MANY = (
+    _FINISH_ONE
+    + """
+local now, ttl, a = ARGV[1], ARGV[2], 3
+local statuses = {}
+for i = 2, #KEYS do
+  local id, status, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  statuses[i - 1] = finish_one(KEYS[i], KEYS[1], now, ttl, status, '', id,
+    {unpack(ARGV, a + 3, a + 2 + n)})
+  a = a + 3 + n
+end
+return statuses
+"""
+)
 
 # KEYS[1] job; ARGV: now, channel, job id. Returns the status before the call (false if none).
 CANCEL = """
@@ -148,6 +210,37 @@ def failure_call(
     if errors:
         fields["errors"] = errors
     return _finish(job_id, JobStatus.FAILED, fields, ttl, publish)
+
+
+def start_many_call(
+    jobs: Sequence[tuple[str, int]], *, model: str, ttl: int, max_attempts: int
+) -> ScriptCall:
+    """`START_MANY` for the (job id, rows) pairs of one batch message."""
+    args: list[Arg] = [repr(time.time()), str(ttl), max_attempts, EVENTS, model]
+    for job_id, n_rows in jobs:
+        args += [job_id, n_rows]
+    return ScriptCall([PENDING, RUNNING, *(job_key(job_id) for job_id, _ in jobs)], args)
+
+
+def finish_many_call(
+    version: str,
+    succeeded: Mapping[str, list[float]],
+    failed: Mapping[str, tuple[str, str]],
+    *,
+    ttl: int,
+) -> ScriptCall:
+    """`FINISH_MANY` for one batch: predictions per job id, (error type, message) per job id."""
+    args: list[Arg] = [repr(time.time()), str(ttl)]
+    for job_id, predictions in succeeded.items():
+        args += [job_id, "succeeded", 4, "version", version, "result", orjson.dumps(predictions)]
+    for job_id, (error_type, message) in failed.items():
+        args += [job_id, "failed", 4, "error_type", error_type, "error", message]
+    return ScriptCall([RUNNING, *(job_key(job_id) for job_id in [*succeeded, *failed])], args)
+
+
+def statuses_of(reply: object) -> list[JobStatus]:
+    """The statuses a `START_MANY` or `FINISH_MANY` call returned, in order."""
+    return [JobStatus(text(s)) for s in reply] if isinstance(reply, list) else []
 
 
 def cancel_call(job_id: str) -> ScriptCall:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from shared import jobstore
 from shared.redisio import ScriptCall, text
@@ -26,6 +29,8 @@ class JobRecorder:
         self.wait = wait
         self._start = redis.register_script(jobstore.START)
         self._finish = redis.register_script(jobstore.FINISH)
+        self._start_many = redis.register_script(jobstore.START_MANY)
+        self._finish_many = redis.register_script(jobstore.FINISH_MANY)
 
     def start(self, job_id: str, model: str, n_rows: int) -> JobStatus:
         """Mark the job running (recording a direct task first); returns the status to act on."""
@@ -33,12 +38,12 @@ class JobRecorder:
         return jobstore.status_of(self._start(keys=call.keys, args=call.args))
 
     def start_many(self, jobs: Sequence[tuple[str, int]], model: str) -> list[JobStatus]:
-        """`start` for (job id, rows) pairs in one round trip; statuses in the same order."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, n_rows in jobs:
-                call = self._start_call(job_id, model, n_rows)
-                self._start(keys=call.keys, args=call.args, client=pipe)
-            return [jobstore.status_of(s) for s in pipe.execute()]
+        """`start` for the (job id, rows) pairs of one batch message in one script call;
+        statuses in the same order."""
+        call = jobstore.start_many_call(
+            jobs, model=model, ttl=self.ttl, max_attempts=self.max_attempts
+        )
+        return jobstore.statuses_of(self._start_many(keys=call.keys, args=call.args))
 
     def succeed(self, job_id: str, version: str, predictions: list[float]) -> JobStatus:
         """Store the predictions unless the job already ended; returns the final status."""
@@ -62,28 +67,18 @@ class JobRecorder:
         `NotReplicated` (the message is handed back) if no replica confirmed them in time."""
         if not succeeded and not failed:
             return
-        calls = [
-            jobstore.success_call(
-                job_id, version=version, predictions=predictions, ttl=self.ttl, publish=False
-            )
-            for job_id, predictions in succeeded.items()
-        ]
-        calls += [
-            jobstore.failure_call(
-                job_id, error_type=error_type, message=message, ttl=self.ttl, publish=False
-            )
-            for job_id, (error_type, message) in failed.items()
-        ]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                self._finish(keys=call.keys, args=call.args, client=pipe)
+        call = jobstore.finish_many_call(version, succeeded, failed, ttl=self.ttl)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(self._finish_many.sha, len(call.keys), *call.keys, *call.args)
             if self.wait is not None:
                 self.wait.queue(pipe)
             # Waiters wake after the WAIT: what they read is then on a replica too.
             pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
-            replies = pipe.execute()
+
+        replies = self._pipeline(queue)
         if self.wait is not None:
-            self.wait.check(replies[-2], f"results of {len(calls)} job(s)")
+            self.wait.check(replies[-2], f"results of {len(call.keys) - 1} job(s)")
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""
@@ -95,6 +90,23 @@ class JobRecorder:
             orjson.loads(result) if result else None,
             text(error) if error else None,
         )
+
+    def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+        """Run the commands `queue` adds, in one round trip. The script goes as a bare EVALSHA:
+        a pipeline holding `Script` objects first asks Redis whether it knows them (SCRIPT
+        EXISTS), one more round trip per batch; a Redis that lost it (a restart, a promoted
+        replica) gets it loaded and the pipeline sent once more (a FINISH that did not run
+        changed nothing, and waiters tolerate a second wake-up)."""
+        try:
+            return self._send(queue)
+        except NoScriptError:
+            self._finish_many.sha = self.redis.script_load(self._finish_many.script)
+            return self._send(queue)
+
+    def _send(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            queue(pipe)
+            return pipe.execute()
 
     def _start_call(self, job_id: str, model: str, n_rows: int) -> ScriptCall:
         return jobstore.start_call(

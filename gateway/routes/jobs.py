@@ -152,7 +152,7 @@ async def get_result(
     jobs: JobsDep,
     owner: OwnerDep,
     wait: Annotated[float, Query(ge=0, le=30, description="Seconds to long-poll for the end.")] = 0,
-) -> JobResult | JSONResponse | StreamingResponse:
+) -> Response:
     """The predictions, one per input row in order (for a CSV job a `text/csv` stream: the id
     column when one was named, then `prediction`); `?wait=S` returns as soon as the job ends."""
     answer = await jobs.result(job_id, owner, wait)
@@ -168,7 +168,7 @@ async def get_result(
             status_code=202,
             headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"},
         )
-    return answer
+    return Response(answer.body(), media_type="application/json")
 
 
 @router.get(

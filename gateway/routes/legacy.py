@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, UploadFile
+from fastapi import APIRouter, Body, File, Response, UploadFile
 
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
@@ -23,23 +23,37 @@ CSV_BODY = {
 }
 
 
-@router.post("/predict", responses=RESPONSES, dependencies=[QueueHasRoom])
+def predictions(data: bytes) -> Response:
+    """`LegacyPredictResponse` around predictions kept as JSON (see `gateway.jobs.Predictions`)."""
+    return Response(b'{"data":' + data + b"}", media_type="application/json")
+
+
+@router.post(
+    "/predict",
+    response_model=LegacyPredictResponse,
+    responses=RESPONSES,
+    dependencies=[QueueHasRoom],
+)
 async def predict(
     body: Annotated[LegacyPredictRequest, Body(openapi_examples=ex.LEGACY_BODIES)],
     jobs: JobsDep,
     owner: OwnerDep,
-) -> LegacyPredictResponse:
+) -> Response:
     """Predict rows with the default model and wait for the answer (bounded)."""
-    return LegacyPredictResponse(data=await jobs.predict_now(body.data, owner))
+    return predictions(await jobs.predict_now_json(body.data, owner))
 
 
 @router.post(
-    "/predict_csv", responses=RESPONSES, openapi_extra=CSV_BODY, dependencies=[QueueHasRoom]
+    "/predict_csv",
+    response_model=LegacyPredictResponse,
+    responses=RESPONSES,
+    openapi_extra=CSV_BODY,
+    dependencies=[QueueHasRoom],
 )
 async def predict_csv(
     csv_file: Annotated[UploadFile, File(description="A CSV of feature rows (header optional).")],
     jobs: JobsDep,
     owner: OwnerDep,
-) -> LegacyPredictResponse:
+) -> Response:
     """Predict every row of a small CSV file with the default model and wait for the answer."""
-    return LegacyPredictResponse(data=await jobs.predict_csv_now(await csv_file.read(), owner))
+    return predictions(await jobs.predict_csv_now(await csv_file.read(), owner))

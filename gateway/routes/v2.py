@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway import examples_v2 as ex
 from gateway import readiness
@@ -93,23 +93,30 @@ async def version_ready(name: str, version: str, v2: V2Dep) -> ModelReady:
 
 
 @router.post(
-    "/{name}/infer", responses=INFERRED, openapi_extra=INFER_BODY, dependencies=[QueueHasRoom]
+    "/{name}/infer",
+    response_model=InferResponse,
+    responses=INFERRED,
+    openapi_extra=INFER_BODY,
+    dependencies=[QueueHasRoom],
 )
-async def infer(name: str, request: Request, v2: V2Dep, owner: OwnerDep) -> InferResponse:
+async def infer(name: str, request: Request, v2: V2Dep, owner: OwnerDep) -> Response:
     """Predict one input tensor `[n, n_features]` with the model's newest version and wait."""
     body = await request.body()
-    return await v2.infer(name, None, body, request.headers.get(HEADER_LENGTH), owner)
+    answer = await v2.infer(name, None, body, request.headers.get(HEADER_LENGTH), owner)
+    return Response(answer, media_type="application/json")
 
 
 @router.post(
     "/{name}/versions/{version}/infer",
+    response_model=InferResponse,
     responses=INFERRED,
     openapi_extra=INFER_BODY,
     dependencies=[QueueHasRoom],
 )
 async def infer_version(
     name: str, version: str, request: Request, v2: V2Dep, owner: OwnerDep
-) -> InferResponse:
+) -> Response:
     """Predict with one version of the model and wait."""
     body = await request.body()
-    return await v2.infer(name, version, body, request.headers.get(HEADER_LENGTH), owner)
+    answer = await v2.infer(name, version, body, request.headers.get(HEADER_LENGTH), owner)
+    return Response(answer, media_type="application/json")

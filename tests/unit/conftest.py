@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gateway import deps
 from gateway.app import create_app
 from gateway.state import GatewayState
 from shared.registry import Registry
@@ -140,12 +139,11 @@ def state(
 
 
 @pytest.fixture
-def app(settings: Settings, state: GatewayState) -> Iterator[FastAPI]:
-    """The gateway with its state replaced through a dependency override."""
+def app(settings: Settings, state: GatewayState) -> FastAPI:
+    """The gateway with the test's state in place of the one its lifespan would open."""
     app = create_app(settings)
-    app.dependency_overrides[deps.get_state] = lambda: state
-    yield app
-    app.dependency_overrides.clear()
+    app.state.gateway = state
+    return app
 
 
 @pytest.fixture

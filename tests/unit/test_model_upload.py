@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
-from gateway import deps
+from gateway.state import GatewayState
 from shared.errors import ModelError
 from shared.registry import Registry
 from shared.settings import Settings
@@ -148,10 +148,12 @@ def test_a_pickle_is_refused_unless_allowed(client: TestClient, settings: Settin
 
 
 def test_a_pickle_is_installed_when_allowed(
-    settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    client: TestClient,
+    state: GatewayState,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     allowed = settings.model_copy(update={"allow_pickle_uploads": True})
-    state = client.app.dependency_overrides[deps.get_state]()
     monkeypatch.setattr(state, "settings", allowed)
     monkeypatch.setattr(state.jobs.publisher.runtime, "settings", allowed)
     tree, buffer = fitted_tree(), io.BytesIO()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gateway import deps, keys
+from gateway import keys
 from gateway.app import create_app
 from gateway.backpressure import QueueDepth, retry_after
 from gateway.state import GatewayState
@@ -213,6 +214,26 @@ def test_the_depth_is_read_once_per_cache_period(server: fakeredis.FakeServer) -
     assert asyncio.run(scenario()) == [0, 0, 1]
 
 
+def test_concurrent_requests_share_one_read_of_the_depth(server: fakeredis.FakeServer) -> None:
+    async def scenario() -> tuple[list[int], int]:
+        redis = fakeredis.FakeAsyncRedis(server=server)
+        await redis.rpush(QUEUE, b"m", b"m")
+        depth, reads = QueueDepth(limit=10, cache_seconds=60), 0
+        pipeline = redis.pipeline
+
+        def counting(transaction: bool = True) -> Any:
+            nonlocal reads
+            reads += 1
+            return pipeline(transaction)
+
+        redis.pipeline = counting  # type: ignore[method-assign]
+        seen = await asyncio.gather(*(depth.current(redis) for _ in range(50)))
+        await redis.delete(QUEUE)
+        return seen, reads
+
+    assert asyncio.run(scenario()) == ([2] * 50, 1)
+
+
 def test_retry_after_grows_with_the_excess() -> None:
     assert retry_after(101, 100) == 2
     assert retry_after(200, 100) == 12
@@ -277,7 +298,7 @@ def test_ownerless_jobs_are_visible_to_admin_keys(
     app = create_app(admin)
     redis = fakeredis.FakeAsyncRedis(server=server)
     state = GatewayState.create(admin, redis=redis, publisher=publisher)
-    app.dependency_overrides[deps.get_state] = lambda: state
+    app.state.gateway = state
     client = TestClient(app)
     response = client.get(f"/v1/jobs/{ownerless}/result", headers=bearer(ADMIN))
     assert response.status_code == 200, response.text

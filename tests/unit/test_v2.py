@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from gateway import deps
 from gateway import examples_v2 as ex
+from gateway.state import GatewayState
 from shared.oip import InferRequest, InferResponse, ModelMetadata, ModelReady
 from shared.schemas import ModelInfo
 from tests.unit.conftest import FakePublisher
@@ -149,9 +149,8 @@ def test_v1_errors_keep_problem_details(client: TestClient) -> None:
 
 
 def test_models_need_a_key_like_v1_and_probes_do_not(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, state: GatewayState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = client.app.dependency_overrides[deps.get_state]()
     keyed = state.settings.model_copy(update={"api_keys": [hashlib.sha256(b"k").hexdigest()]})
     monkeypatch.setattr(state, "settings", keyed)
     response = client.post("/v2/models/demo/infer", json={"inputs": [tensor([[1.0] * N])]})

@@ -147,6 +147,19 @@ def test_a_final_state_is_never_overwritten() -> None:
     assert 0 < jobs.redis.ttl(jobstore.job_key("j")) <= 60
 
 
+def test_batch_records_survive_a_redis_that_lost_its_scripts() -> None:
+    # The batch pipelines send bare EVALSHA; a restarted Redis (or a promoted replica) has no
+    # scripts: they are loaded and the pipeline sent again.
+    redis = fakeredis.FakeRedis()
+    jobs = JobRecorder(redis, ttl=60, max_attempts=3)
+    assert jobs.start_many([("a", 1), ("b", 2)], "demo") == ["running", "running"]
+    redis.script_flush()
+    jobs.finish_many("1", {"a": [1.5]}, {"b": ("InvalidInput", "bad row")})
+    assert jobs.start_many([("c", 1)], "demo") == ["running"]
+    assert jobs.stored("a") == ("1", [1.5], None)
+    assert redis.hget(jobstore.job_key("b"), "status") == b"failed"
+
+
 def test_the_real_model_predicts_like_scikit_learn(
     model_dir: Path, demo_info: ModelInfo, diabetes_rows: list[list[float]]
 ) -> None:
