@@ -1,12 +1,17 @@
 """Model uploads on the real system: the gateway stages the file in Redis, a real worker vets it
 with skops' trusted types, smoke-tests it and renames it into the registry; then jobs and the V2
-protocol serve it, and its predictions equal the uploaded estimator's."""
+protocol serve it, and its predictions equal the uploaded estimator's.
+
+Uploads change the registry, so this module runs its own system on a copy of it: the session's
+system keeps the one model the other tests expect."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +26,29 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from tests.integration.conftest import API_KEYS, System
+from tests.integration.conftest import API_KEYS, System, running_system
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A registry of this module's own, holding the demo model."""
+    root = tmp_path_factory.mktemp("upload-registry") / "models"
+    shutil.copytree(model_dir, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def upload_system(tmp_path_factory: pytest.TempPathFactory, registry: Path) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("upload-system"), registry, db_offset=9) as system:
+        yield system
+
+
+@pytest.fixture
+def http(upload_system: System) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=upload_system.base_url, timeout=30) as client:
+        yield client
 
 
 def upload(http: httpx.Client, name: str, data: bytes) -> httpx.Response:
@@ -43,7 +68,7 @@ def folders(model_dir: Path, name: str) -> list[str]:
 
 
 def test_an_uploaded_skops_model_is_served_by_jobs_and_v2(
-    http: httpx.Client, model_dir: Path, diabetes_rows: list[list[float]]
+    http: httpx.Client, registry: Path, diabetes_rows: list[list[float]]
 ) -> None:
     X, y = load_diabetes(return_X_y=True)
     forest = RandomForestRegressor(n_estimators=7, max_depth=5, random_state=1).fit(X, y)
@@ -52,7 +77,7 @@ def test_an_uploaded_skops_model_is_served_by_jobs_and_v2(
     manifest = response.json()
     assert (manifest["name"], manifest["version"]) == ("uploaded", "1")
     assert manifest["estimator"] == "RandomForestRegressor" and manifest["n_features"] == 10
-    assert folders(model_dir, "uploaded") == ["1"]  # the scratch folder was renamed, not left
+    assert folders(registry, "uploaded") == ["1"]  # the scratch folder was renamed, not left
     rows = diabetes_rows[:30]
     expected = forest.predict(np.asarray(rows)).tolist()
     job = http.post("/v1/jobs", json={"data": rows, "model": "uploaded"}).json()
@@ -75,7 +100,7 @@ def test_an_uploaded_skops_model_is_served_by_jobs_and_v2(
 
 
 def test_refused_uploads_name_the_reason_and_leave_no_version(
-    http: httpx.Client, model_dir: Path
+    http: httpx.Client, registry: Path
 ) -> None:
     X, y = load_diabetes(return_X_y=True)
     evil = make_pipeline(FunctionTransformer(os.system), LinearRegression())
@@ -90,8 +115,8 @@ def test_refused_uploads_name_the_reason_and_leave_no_version(
     response = upload(http, "demo", sio.dumps(LinearRegression().fit(X[:, :4], y)))
     assert response.status_code == 422, response.text
     assert "takes 4 features; demo:1 takes 10" in response.json()["detail"]
-    assert folders(model_dir, "refused") == []
-    assert folders(model_dir, "demo") == ["1"]
+    assert folders(registry, "refused") == []
+    assert folders(registry, "demo") == ["1"]
 
 
 def test_only_admin_keys_may_upload_on_the_keyed_system(keyed_system: System) -> None:
