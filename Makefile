@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-csv drill drill-ha soak train clean
+.PHONY: chromium redis-server run test lint lint-deploy docs bench bench-latency bench-csv drill drill-ha drill-ha-local soak train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("mlqueue needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -49,7 +49,7 @@ $(VENV)/.docs-installed: pyproject.toml | $(VENV)/bin/python
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-.PHONY: images-offline test-docker bench-scale bench-cpu bench-ab
+.PHONY: images-offline test-docker bench-scale bench-cpu bench-ab bench-features
 ## Base images built from the Debian mirror, for hosts without Docker Hub (root, Docker engine)
 images-offline:
 	deploy/offline-bases.sh
@@ -66,10 +66,14 @@ bench-scale: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
 drill: $(VENV)/.dev-installed
 	$(PY) -m bench.drill $(ARGS)
 
-## Redis failover drill: master + replica + 3 sentinels on 127.0.0.1; SIGKILL the master RUNS times
-## under load (then a partition and a WAIT-off contrast); exits non-zero if any accepted job is lost
+## Redis failover drill on the HA compose stack (master, replica, 3 sentinels): `docker kill` the
+## master RUNS times under load, then a partition (`docker pause`) and a WAIT-off contrast; exits
+## non-zero if any accepted job is lost. `make drill-ha-local`: the same on local processes.
 RUNS ?= 10
-drill-ha: $(VENV)/.dev-installed redis-server
+drill-ha: $(VENV)/.dev-installed $(VENV)/.deploy-lint-installed
+	BIN=$(VENV)/bin .ci/docker-stack drill-ha --runs $(RUNS) $(ARGS)
+
+drill-ha-local: $(VENV)/.dev-installed redis-server
 	$(PY) -m bench.drill_ha --runs $(RUNS) $(ARGS)
 
 ## Soak: CLIENTS concurrent clients for DURATION seconds, every result checked, RSS drift reported
@@ -128,11 +132,20 @@ clean:
 bench-cpu: $(VENV)/.dev-installed
 	$(PY) -m bench.cpu_budget $(ARGS)
 
+## What each job-API feature (Idempotency-Key, priority, callback_url, rate limits) costs per job
+bench-features: $(VENV)/.dev-installed
+	$(PY) -m bench.features $(ARGS)
+
 ## A/B: this checkout against commit REF, alternating rounds of the same load (jobs/s, CPU/job)
 REF ?= origin/main
 bench-ab: $(VENV)/.dev-installed
 	$(PY) -m bench.ab --ref $(REF) $(ARGS)
 
-## Throughput benchmark: mlqueue vs the article's sync API, naive Celery and in-process predict
+## Throughput benchmark: mlqueue vs MLServer (own venv, made on first use), the article's sync API,
+## naive Celery and in-process predict; BENCH_ARGS="--open-loop" adds the open-loop table
 bench: $(VENV)/.dev-installed
-	$(PY) -m bench.bench
+	$(PY) -m bench.bench $(BENCH_ARGS)
+
+## Open-loop latency: mlqueue and MLServer at 25/50/75/90 % of the capacity measured in the same run
+bench-latency: $(VENV)/.dev-installed
+	$(PY) -m bench.bench --systems mlqueue,mlserver --open-loop $(BENCH_ARGS)

@@ -1,11 +1,18 @@
 """`make bench`: mlqueue against its baselines, measured in one run on this machine.
 
 Starts what it needs (redis-server, workers, servers), runs, stops everything, prints one table
-and writes the figures as JSON to bench/results/. Throughput is 1-row jobs end to end:
-  1. mlqueue: submit + long-poll result over HTTP, 64 concurrent clients, and sequential latency;
-  2. the article's synchronous FastAPI `/predict` (1 row per request), same load generator;
-  3. naive Celery: one task per 1-row job, JSON rows, plain `model.predict`;
-  4. the in-process `model.predict` limit.
+and writes the figures as JSON and Markdown to bench/results/. Throughput is 1-row jobs end to
+end, every HTTP system driven by the same client (`bench.loadgen`, 64 keep-alive clients), plus
+sequential (one client) latency:
+  1. mlqueue: the one-request `/predict` façade, and submit + long-poll result (two requests);
+  2. Seldon MLServer 1.7.1 with adaptive batching (`bench.mlserver`: own venv, same model file);
+  3. the article's synchronous FastAPI `/predict` (1 row per request);
+  4. naive Celery: one task per 1-row job, JSON rows, plain `model.predict`;
+  5. the in-process `model.predict` limit.
+mlqueue and MLServer run side by side, their closed-loop runs in turns (`bench.head_to_head`;
+`--repeats N` takes N rounds and reports medians). With `--open-loop` (`make bench-latency`),
+mlqueue's two paths and MLServer are also driven at a constant arrival rate (`bench.openloop`) of
+25/50/75/90 % of the capacity each showed above.
 """
 
 from __future__ import annotations
@@ -13,90 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from redis import Redis
 from sklearn.datasets import load_diabetes
 
+from bench import table
+from bench.drivers import drive, http_ready, running
+from bench.head_to_head import head_to_head, round_ratios
 from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel
 from worker.train import train_demo
 
 RESULTS = Path(__file__).parent / "results"
-
-
-@contextmanager
-def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = processes.spawn(argv, env, log=log)
-    try:
-        yield proc
-    finally:
-        processes.stop(proc)
-
-
-def http_ready(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
-def loadgen(
-    url: str, mode: str, cases: Path, clients: int, duration: float, requests: int | None = None
-) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.loadgen",
-        "--url",
-        url,
-        "--mode",
-        mode,
-        "--cases",
-        str(cases),
-        "--clients",
-        str(clients),
-        "--duration",
-        str(duration),
-    ]
-    if requests:
-        argv += ["--requests", str(requests)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return dict(json.loads(out.stdout))
-
-
-def bench_mlqueue(
-    env: dict[str, str], cases: Path, args: argparse.Namespace, logs: Path
-) -> dict[str, Any]:
-    port = processes.free_port()
-    env = {**env, "MLQUEUE_PORT": str(port), "MLQUEUE_LOG_LEVEL": "WARNING"}
-    url = f"http://127.0.0.1:{port}"
-    with (
-        running(processes.worker_argv(), env, logs / "worker.log") as worker,
-        running(processes.gateway_argv(), env, logs / "gateway.log") as gateway,
-    ):
-        processes.wait_until(http_ready(f"{url}/readyz"), 60, "mlqueue", gateway)
-        assert worker.poll() is None
-        loadgen(url, "jobs", cases, args.clients, 2)  # warm-up
-        load = loadgen(url, "jobs", cases, args.clients, args.duration)
-        # The synchronous façades over the same queue: the article's /predict and KServe V2.
-        predict = loadgen(url, "sync", cases, args.clients, args.duration)
-        v2 = loadgen(url, "v2", cases, args.clients, args.duration)
-        seq = loadgen(url, "jobs", cases, 1, 60, requests=args.sequential)
-    return {"load": load, "predict": predict, "v2": v2, "sequential": seq}
 
 
 def bench_sync(
@@ -117,10 +60,7 @@ def bench_sync(
     url = f"http://127.0.0.1:{port}"
     with running(argv, env, logs / "sync.log") as server:
         processes.wait_until(http_ready(f"{url}/docs"), 60, "sync app", server)
-        loadgen(url, "sync", cases, args.clients, 2)
-        load = loadgen(url, "sync", cases, args.clients, args.duration)
-        seq = loadgen(url, "sync", cases, 1, 60, requests=args.sequential)
-    return {"load": load, "sequential": seq}
+        return drive(url, "predict", cases, args, open_loop=False)
 
 
 def bench_naive_celery(
@@ -197,13 +137,48 @@ def bench_in_process(model_path: Path, X: np.ndarray) -> dict[str, float]:
     }
 
 
+SYSTEMS = ("mlqueue", "mlserver", "sync", "naive", "inprocess")
+KEYS = {
+    "mlqueue": "mlqueue",
+    "mlserver": "mlserver",
+    "sync": "sync_fastapi",
+    "naive": "naive_celery",
+    "inprocess": "in_process",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="mlqueue throughput benchmark")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--naive-jobs", type=int, default=3000)
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of mlqueue and MLServer closed-loop runs, in turns; rows are medians",
+    )
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="also drive mlqueue and MLServer at 25/50/75/90 %% of their measured capacity",
+    )
+    parser.add_argument(
+        "--open-loop-duration", dest="ol_s", type=float, default=10.0, help="seconds per level"
+    )
     args = parser.parse_args()
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown --systems {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlqueue-bench-"))
     info = train_demo(Registry(work / "models", "demo"), "demo")
@@ -221,105 +196,50 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(),
         "load_avg_before": os.getloadavg(),
-        "args": vars(args),
+        "args": {**vars(args), "systems": systems},
     }
+    # (--systems names, run): mlqueue and MLServer first and together, while the box is as alike
+    # for both as one run allows.
+    runs: list[tuple[set[str], Callable[[], dict[str, Any]]]] = [
+        (
+            {"mlqueue", "mlserver"},
+            lambda: head_to_head(env, model_path, info.sha256, cases, args, work, systems),
+        ),
+        ({"sync"}, lambda: {"sync_fastapi": bench_sync(model_path, cases, args, work)}),
+        (
+            {"naive"},
+            lambda: {
+                "naive_celery": bench_naive_celery(redis_url, model_path, X.tolist(), args, work)
+            },
+        ),
+        ({"inprocess"}, lambda: {"in_process": dict(bench_in_process(model_path, X))}),
+    ]
     redis = processes.start_redis(redis_port, work / "redis", log=work / "redis.log")
     try:
-        report["mlqueue"] = bench_mlqueue(env, cases, args, work)
-        Redis.from_url(redis_url).flushall()
-        report["sync_fastapi"] = bench_sync(model_path, cases, args, work)
-        report["naive_celery"] = bench_naive_celery(redis_url, model_path, X.tolist(), args, work)
-        report["in_process"] = bench_in_process(model_path, X)
+        for names, run in runs:
+            chosen = sorted(names & set(systems))
+            if not chosen:
+                continue
+            print(f"bench: {', '.join(chosen)} ...", file=sys.stderr, flush=True)
+            try:
+                report.update(run())
+            except Exception as exc:  # one broken baseline must not lose the others' figures
+                error = {"error": f"{type(exc).__name__}: {exc}"}
+                report.update({KEYS[name]: error for name in chosen})
+                print(f"bench: {chosen} failed: {exc} (logs in {work})", file=sys.stderr)
+            Redis.from_url(redis_url).flushall()
     finally:
         processes.stop(redis)
     report["load_avg_after"] = os.getloadavg()
-    print_table(report)
-    out = RESULTS / f"bench-{report['when'].replace(':', '')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten: {out}")
-    failures = sum(
-        report["mlqueue"][run]["errors"] + report["mlqueue"][run]["mismatches"]
-        for run in ("load", "predict", "v2")
-    )
-    return 1 if failures else 0
-
-
-def print_table(r: dict[str, Any]) -> None:
-    m, s, n, p = r["mlqueue"], r["sync_fastapi"], r["naive_celery"], r["in_process"]
-    rows = [
-        (
-            "mlqueue, HTTP submit+result",
-            m["load"]["jobs_per_s"],
-            m["load"]["p50_ms"],
-            m["load"]["p99_ms"],
-            m["sequential"]["p50_ms"],
-            m["sequential"]["p99_ms"],
-            m["load"]["errors"] + m["load"]["mismatches"],
-        ),
-        *(
-            (
-                f"mlqueue, {label}",
-                m[run]["jobs_per_s"],
-                m[run]["p50_ms"],
-                m[run]["p99_ms"],
-                None,
-                None,
-                m[run]["errors"] + m[run]["mismatches"],
-            )
-            for run, label in (("predict", "/predict (sync)"), ("v2", "V2 infer (sync)"))
-        ),
-        (
-            "article sync FastAPI /predict",
-            s["load"]["jobs_per_s"],
-            s["load"]["p50_ms"],
-            s["load"]["p99_ms"],
-            s["sequential"]["p50_ms"],
-            s["sequential"]["p99_ms"],
-            s["load"]["errors"] + s["load"]["mismatches"],
-        ),
-        (
-            "naive Celery, 1 task per job",
-            n["jobs_per_s"],
-            None,
-            None,
-            n["seq_p50_ms"],
-            n["seq_p99_ms"],
-            0,
-        ),
-        ("in-process predict, 1 row", p["predict_1row_calls_per_s"], None, None, None, None, 0),
-    ]
-    print(
-        f"\n1-row jobs, {r['args']['clients']} clients x {r['args']['duration']:g} s, "
-        f"{r['cpus']} CPUs (load before {r['load_avg_before'][0]:.2f})"
-    )
-    print(
-        f"{'':32} {'jobs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'seq p50':>8} {'seq p99':>8} "
-        f"{'errors':>6}"
-    )
-    for name, *cells in rows:
-        print(
-            f"{name:32} "
-            + " ".join(
-                f"{c:>{w}}" if c is not None else f"{'-':>{w}}"
-                for c, w in zip(cells, (9, 8, 8, 8, 8, 6), strict=True)
-            )
-        )
-    print(
-        f"\nin-process: fast 1-row predict {p['fast_predict_1row_calls_per_s']} calls/s; "
-        f"10k-row batches {p['predict_10k_rows_per_s']:,.0f} rows/s"
-    )
-    print(f"load generator CPU: {m['load']['client_cpu_share']:.2f} cores during the mlqueue run")
-    ours = m["load"]["jobs_per_s"]
-    ratio = r["ratios"] = {
-        "vs_sync_fastapi": round(ours / s["load"]["jobs_per_s"], 2),
-        "vs_naive_celery": round(ours / n["jobs_per_s"], 2),
-        "vs_in_process_1row_predict": round(ours / p["predict_1row_calls_per_s"], 2),
-        "v2_infer_vs_mlqueue_predict": round(m["v2"]["jobs_per_s"] / m["predict"]["jobs_per_s"], 2),
-    }
-    print(
-        "ratios (mlqueue jobs/s over each baseline): "
-        + ", ".join(f"{k} {v}x" for k, v in ratio.items())
-    )
+    report["ratios"] = table.ratios(report)
+    report["ratios_per_round"] = round_ratios(report)
+    text, markdown = table.render(report)
+    print(text)
+    stem = RESULTS / f"bench-{report['when'].replace(':', '')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(markdown)
+    print(f"\nwritten: {stem}.json and .md")
+    return 1 if table.failures(report) else 0
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench import loadgen
 from bench.cases import write_cases
+from bench.drivers import loadgen
 from bench.stack import System, system
 from devrun import processes
 

@@ -28,12 +28,14 @@ import asyncio
 import csv
 import io
 import itertools
+import os
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -42,6 +44,9 @@ from bench.relay import Relay
 from bench.stack import Stack
 from devrun.sentinel import ReplicatedRedis
 from tests.integration.models import Tally, add_model
+
+if TYPE_CHECKING:
+    from bench.drill_ha_containers import Cluster
 
 TAG = Tally.TAG_BASE
 VERIFY_SECONDS = 90.0
@@ -134,25 +139,33 @@ class CsvFile:
 class HaDrill:
     """The replicated Redis, the gateway and the worker, and what the runs share."""
 
-    def __init__(self, root: Path, csv_rows: int, clients: int) -> None:
+    def __init__(self, root: Path, csv_rows: int, clients: int, tally_path: str = "") -> None:
         self.root = root
         self.models = root / "models"
         self.tally = root / "tally.log"
-        add_model(self.models, "tally", Tally(str(self.tally)))
+        # `tally_path`: where the worker writes that log, when it sees it under another path.
+        add_model(self.models, "tally", Tally(tally_path or str(self.tally)))
         self.csv = CsvFile(csv_rows) if csv_rows else None
         self.clients = clients
         self.tags = itertools.count(TAG)  # unique across runs, as job ids are
-        self.redis: ReplicatedRedis | None = None
+        self.redis: Cluster | None = None
         self.stack: Stack | None = None
         self.relay: Relay | None = None
+        self.headers: dict[str, str] = {}
+
+    @property
+    def base_url(self) -> str:
+        assert self.stack is not None
+        return self.stack.base_url
 
     def start(self, name: str, replica_wait: bool = True) -> None:
         """A fresh replicated Redis, worker and gateway."""
         self.stop()
-        self.redis = ReplicatedRedis(self.root / name / "redis").start()
+        redis = ReplicatedRedis(self.root / name / "redis").start()
+        self.redis = redis
         env = {**ENV, "MLQUEUE_REPLICA_WAIT": str(replica_wait).lower()}
         self.stack = Stack(
-            self.root / name, self.models, env=env, sentinels=self.redis.sentinel_addresses
+            self.root / name, self.models, env=env, sentinels=redis.sentinel_addresses
         )
         self.stack.start_worker("w1", concurrency=2)
         self.stack.start_gateway()
@@ -162,7 +175,7 @@ class HaDrill:
             self.stack.stop()
         if self.relay is not None:
             self.relay.stop()
-        if self.redis is not None:
+        if isinstance(self.redis, ReplicatedRedis):
             self.redis.stop()
         self.stack = self.redis = self.relay = None
 
@@ -267,12 +280,12 @@ class HaDrill:
     # --- scenarios ---------------------------------------------------------------------
     async def run(self, name: str, fault: str, with_csv: bool) -> Run:
         assert self.redis is not None
-        assert self.stack is not None
         self.redis.wait_in_sync()
         run = Run(name)
         load, stop = Load(tags=self.tags), asyncio.Event()
         offset = self.tally.stat().st_size if self.tally.exists() else 0
-        async with httpx.AsyncClient(base_url=self.stack.base_url, timeout=10) as http:
+        client = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=10)
+        async with client as http:
             clients = [
                 asyncio.create_task(self._client(http, load, stop)) for _ in range(self.clients)
             ]
@@ -300,7 +313,8 @@ class HaDrill:
         if with_csv and self.csv is not None:
             # A CSV upload cut by the failover is sent again (a new job): its chunks count too.
             uploads = sum(n for a, n in run.answers.items() if a.startswith("csv "))
-            chunks = -(-self.csv.rows // CHUNK_ROWS)
+            chunk_rows = int(os.environ.get("MLQUEUE_CSV_CHUNK_ROWS") or CHUNK_ROWS)
+            chunks = -(-self.csv.rows // chunk_rows)
             run.csv += f" ({uploads} upload(s); {scorings} scorings of {chunks} chunks)"
         return run
 
@@ -318,13 +332,14 @@ class HaDrill:
         assert self.redis is not None
         victim = self.redis.master()
         self.redis.pause(victim)
+        paused = time.monotonic()
         new = self.redis.wait_for_new_master(victim)
         promoted = time.monotonic()
         self.redis.resume(victim)  # the partition heals once the replica was promoted
         rejoined = _wait(lambda: self.redis is not None and self.redis.role(victim) == "slave", 40)
         # While isolated, the old master could not have confirmed anything: no 202 may date
         # from then (every 202 is checked for loss anyway).
-        isolated = len([t for t in load.ok_times if since < t <= promoted])
+        isolated = len([t for t in load.ok_times if paused < t <= promoted])
         return (
             f"{victim.name}->{new.name} promoted after {promoted - since:.1f} s; old master "
             f"{'rejoined as replica' if rejoined else 'DID NOT rejoin'} "
@@ -333,7 +348,7 @@ class HaDrill:
         )
 
     def _lag(self, load: Load, since: float) -> str:
-        assert self.redis is not None
+        assert isinstance(self.redis, ReplicatedRedis)
         victim = self.redis.master()
         replica = next(node for node in self.redis.nodes if node is not victim)
         # Routed through the relay only now: Sentinel re-points a replica that follows another
@@ -368,7 +383,7 @@ def _wait(check: object, timeout: float) -> bool:
 def table(runs: list[Run]) -> str:
     head = (
         f"{'run':<12}{'accepted':>9}{'done':>7}{'wrong':>6}{'lost':>5}{'dup':>5}"
-        f"{'outage s':>9}{'503':>6}{'5xx':>5}  csv (500k rows)"
+        f"{'outage s':>9}{'503':>6}{'5xx':>5}  csv"
     )
     lines = [head, "-" * len(head)]
     for r in runs:
@@ -380,25 +395,48 @@ def table(runs: list[Run]) -> str:
 
 
 async def main_async(args: argparse.Namespace, root: Path) -> list[Run]:
-    drill = HaDrill(root, args.csv_rows, args.clients)
+    if args.docker:
+        from bench.drill_ha_containers import ContainerDrill  # it builds on this module
+
+        drill: HaDrill = ContainerDrill(args.csv_rows, args.clients)
+    else:
+        drill = HaDrill(root, args.csv_rows, args.clients)
     runs: list[Run] = []
+
+    def report(run: Run) -> None:
+        runs.append(run)
+        print(table(runs[-1:]).splitlines()[-1], "|", run.note, flush=True)
+
     try:
         drill.start("kill")
         for i in range(args.runs):
-            runs.append(await drill.run(f"kill {i + 1}", "kill", with_csv=bool(args.csv_rows)))
-            print(table(runs[-1:]).splitlines()[-1], "|", runs[-1].note, flush=True)
+            report(await drill.run(f"kill {i + 1}", "kill", with_csv=bool(args.csv_rows)))
         if args.partition:
-            runs.append(await drill.run("partition", "partition", with_csv=False))
-            print(table(runs[-1:]).splitlines()[-1], "|", runs[-1].note, flush=True)
+            report(await drill.run("partition", "partition", with_csv=False))
         if args.contrast:
             for wait in (True, False):
                 drill.start(f"lag-wait-{wait}", replica_wait=wait)
-                name = "lag, WAIT" if wait else "lag, no WAIT"
-                runs.append(await drill.run(name, "lag", with_csv=False))
-                print(table(runs[-1:]).splitlines()[-1], "|", runs[-1].note, flush=True)
+                report(await drill.run("lag, WAIT" if wait else "lag, no WAIT", "lag", False))
     finally:
         drill.stop()
     return runs
+
+
+def failures(runs: list[Run], max_outage: float) -> list[str]:
+    """The runs that broke a promise: a lost or wrong job (but in the no-WAIT contrast), a 500,
+    a wrong CSV output, an old master that did not rejoin as a replica, or (kill runs) more
+    than `max_outage` seconds without service."""
+    return [
+        r.name
+        for r in runs
+        if r.server_errors
+        or "INVALID" in r.note
+        or "DID NOT rejoin" in r.note
+        or r.wrong
+        or (r.lost and r.name != "lag, no WAIT")
+        or r.csv.split(" ")[0] not in ("-", "ok")
+        or (r.name.startswith("kill") and r.outage > max_outage)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,9 +447,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-outage", type=float, default=10.0)
     parser.add_argument("--no-partition", dest="partition", action="store_false")
     parser.add_argument("--no-contrast", dest="contrast", action="store_false")
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="on the compose stack that `.ci/docker-stack drill-ha` started (its environment)",
+    )
     parser.add_argument("--keep", type=Path, help="keep logs and data in this new directory")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    load = os.getloadavg()
     if args.keep:
         args.keep.mkdir(parents=True)
         runs = asyncio.run(main_async(args, args.keep))
@@ -420,17 +464,13 @@ def main(argv: list[str] | None = None) -> int:
             runs = asyncio.run(main_async(args, Path(tmp)))
     print()
     print(table(runs))
-    print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
-    failed = [
-        r.name
-        for r in runs
-        if r.server_errors
-        or "INVALID" in r.note
-        or r.wrong
-        or (r.lost and r.name != "lag, no WAIT")
-        or r.csv.split(" ")[0] not in ("-", "ok")
-        or (r.name.startswith("kill") and r.outage > args.max_outage)
-    ]
+    took = time.monotonic() - started
+    where = "containers" if args.docker else "local processes"
+    print(
+        f"\n{len(runs)} runs in {took:.0f} s ({where}); "
+        f"load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+    failed = failures(runs, args.max_outage)
     if failed:
         print("FAILED:", ", ".join(failed))
     return 1 if failed else 0

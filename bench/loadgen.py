@@ -2,9 +2,11 @@
 
     python -m bench.loadgen --url http://127.0.0.1:8000 --mode jobs --clients 64 --duration 15
 
-Modes: `jobs` submits a 1-row job and long-polls its result (`?wait=`); `sync` posts one row to
-the article's `/predict`; `v2` posts one row to the KServe V2 `infer` of the default model. Every
-answer is checked against the expected prediction for its row.
+Modes: `jobs` submits a 1-row job and long-polls its result (`?wait=`); `predict` (alias `sync`)
+posts one row to `/predict` (the article's sync app, or mlqueue's façade of the same shape); `v2`
+posts one row to the Open Inference Protocol's `/v2/models/demo/infer` (MLServer). Every answer is
+checked against the expected prediction for its row. `bench.openloop` sends the same requests at a
+fixed arrival rate instead.
 Prints one JSON object: jobs/s, latency percentiles, errors, and this process's own CPU seconds
 (client, Redis, workers and gateway share the same cores, so the client's cost is reported).
 """
@@ -42,17 +44,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-PATHS = {"jobs": b"/v1/jobs", "sync": b"/predict", "v2": b"/v2/models/default/infer"}
-
-
-def body_of(mode: str, row: list[float]) -> bytes:
-    """The request body that carries one row in `mode`."""
-    if mode == "v2":
-        tensor = {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}
-        return orjson.dumps({"inputs": [tensor]})
-    return orjson.dumps({"data": [row]})
-
-
 class Client:
     def __init__(self, host: str, port: int, mode: str, cases: list[tuple[bytes, float]]) -> None:
         self.host, self.port, self.mode, self.cases = host, port, mode, cases
@@ -80,30 +71,49 @@ class Client:
     async def one(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
     ) -> float:
-        path = PATHS[self.mode]
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
-        )
-        status, payload = await read_response(reader)
-        if self.mode == "v2":
-            if status != 200:
-                raise ValueError(f"infer answered {status}: {payload[:200]!r}")
-            return float(orjson.loads(payload)["outputs"][0]["data"][0])
-        if self.mode == "sync":
-            if status != 200:
-                raise ValueError(f"/predict answered {status}: {payload[:200]!r}")
-            return float(orjson.loads(payload)["data"][0])
-        if status != 202:
-            raise ValueError(f"submit answered {status}: {payload[:200]!r}")
-        job_id = orjson.loads(payload)["job_id"]
-        writer.write(
-            b"GET /v1/jobs/%s/result?wait=10 HTTP/1.1\r\nHost: bench\r\n\r\n" % job_id.encode()
-        )
-        status, payload = await read_response(reader)
+        return await one(self.mode, reader, writer, body)
+
+
+MODES = ("jobs", "predict", "sync", "v2")
+V2_PATH = b"/v2/models/demo/infer"
+
+
+def encode(mode: str, row: list[float]) -> bytes:
+    """The request body that asks `mode`'s endpoint for the prediction of one `row`."""
+    if mode == "v2":
+        tensor = {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}
+        return orjson.dumps({"inputs": [tensor]})
+    return orjson.dumps({"data": [row]})
+
+
+async def one(
+    mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> float:
+    """Send one request (two for `jobs`) on a keep-alive connection; the prediction answered."""
+    path = {"jobs": b"/v1/jobs", "v2": V2_PATH}.get(mode, b"/predict")
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+    )
+    status, payload = await read_response(reader)
+    if mode == "v2":
         if status != 200:
-            raise ValueError(f"result answered {status}: {payload[:200]!r}")
+            raise ValueError(f"infer answered {status}: {payload[:200]!r}")
+        return float(orjson.loads(payload)["outputs"][0]["data"][0])
+    if mode != "jobs":
+        if status != 200:
+            raise ValueError(f"/predict answered {status}: {payload[:200]!r}")
         return float(orjson.loads(payload)["data"][0])
+    if status != 202:
+        raise ValueError(f"submit answered {status}: {payload[:200]!r}")
+    job_id = orjson.loads(payload)["job_id"]
+    writer.write(
+        b"GET /v1/jobs/%s/result?wait=10 HTTP/1.1\r\nHost: bench\r\n\r\n" % job_id.encode()
+    )
+    status, payload = await read_response(reader)
+    if status != 200:
+        raise ValueError(f"result answered {status}: {payload[:200]!r}")
+    return float(orjson.loads(payload)["data"][0])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,7 +123,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     url = urlsplit(args.url)
-    cases = [(body_of(args.mode, row), expected) for row, expected in args.loaded_cases]
+    cases = [(encode(args.mode, row), expected) for row, expected in args.loaded_cases]
     client = Client(url.hostname or "127.0.0.1", url.port or 80, args.mode, cases)
     stats = Stats()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -141,7 +151,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--mode", choices=list(PATHS), default="jobs")
+    parser.add_argument("--mode", choices=MODES, default="jobs")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--requests", type=int, default=None, help="per client, then stop")

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from sklearn.datasets import load_diabetes
 
-from bench.bench import http_ready, loadgen, running
+from bench.drivers import http_ready, loadgen, running
 from devrun import processes
 from shared.registry import Registry
 from worker.sklearn_model import SklearnModel

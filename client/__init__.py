@@ -25,7 +25,11 @@ from client.errors import (
     Where,
 )
 from client.models import (
+    AliasChange,
+    Aliases,
+    AliasTarget,
     CsvErrors,
+    History,
     Job,
     JobAccepted,
     JobError,
@@ -40,11 +44,15 @@ from client.models import (
 from client.sdk import Client
 
 __all__ = [
+    "AliasChange",
+    "AliasTarget",
+    "Aliases",
     "ApiError",
     "AsyncClient",
     "Client",
     "Conflict",
     "CsvErrors",
+    "History",
     "InvalidInput",
     "Job",
     "JobAccepted",

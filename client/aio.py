@@ -12,7 +12,17 @@ import httpx
 
 from client import _shared as s
 from client import errors
-from client.models import CsvErrors, Job, JobAccepted, JobPage, JobResult, Models
+from client.models import (
+    Aliases,
+    AliasTarget,
+    CsvErrors,
+    History,
+    Job,
+    JobAccepted,
+    JobPage,
+    JobResult,
+    Models,
+)
 from client.sdk import DEFAULT_URL
 
 
@@ -141,6 +151,41 @@ class AsyncClient:
     async def models(self) -> Models:
         """The models the gateway serves, with their versions, features and metrics."""
         return Models.model_validate_json((await self._send("GET", "/v1/models")).content)
+
+    async def aliases(self, name: str) -> Aliases:
+        """The aliases of model `name` and where each points."""
+        answer = await self._send("GET", f"/v1/models/{name}/aliases")
+        return Aliases.model_validate_json(answer.content)
+
+    async def set_alias(self, name: str, alias: str, target: AliasTarget | int) -> Aliases:
+        """Point `name@alias` at a version (an int) or a target (a canary split, a shadow);
+        needs an admin key."""
+        if isinstance(target, int):
+            target = AliasTarget(version=target)
+        path = f"/v1/models/{name}/aliases/{alias}"
+        answer = await self._send("PUT", path, json=target.body())
+        return Aliases.model_validate_json(answer.content)
+
+    async def promote(self, name: str, version: int, alias: str = "production") -> Aliases:
+        """Point `name@alias` (production by default) at `version`."""
+        return await self.set_alias(name, alias, version)
+
+    async def delete_alias(self, name: str, alias: str) -> Aliases:
+        """Remove `name@alias`; needs an admin key."""
+        answer = await self._send("DELETE", f"/v1/models/{name}/aliases/{alias}")
+        return Aliases.model_validate_json(answer.content)
+
+    async def history(self, name: str) -> History:
+        """The alias changes of model `name`, newest first."""
+        answer = await self._send("GET", f"/v1/models/{name}/history")
+        return History.model_validate_json(answer.content)
+
+    async def rollback(self, name: str, alias: str = "production") -> Aliases:
+        """Undo the last change of `name@alias` (see `Client.rollback`)."""
+        last = next((c for c in (await self.history(name)).changes if c.alias == alias), None)
+        if last is None or last.from_ is None:
+            raise ValueError(f"{name}@{alias} has no earlier target to roll back to")
+        return await self.set_alias(name, alias, last.from_)
 
     async def errors(
         self, job_id: str, *, limit: int | None = None, cursor: str | None = None

@@ -17,6 +17,7 @@ import click
 from pydantic import BaseModel
 
 from client import config, errors
+from client.models import AliasTarget
 from client.progress import Bars
 from client.rows import BadRows, parse
 from client.sdk import Client
@@ -226,11 +227,15 @@ def errors_(
     _show(found, as_json, "\n".join(lines) or "no bad lines")
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @json_option
-@click.pass_obj
-def models(client: Client, as_json: bool) -> None:
-    """The models the gateway serves, with their versions and metrics."""
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """The models the gateway serves, with their versions and metrics; subcommands manage
+    aliases."""
+    if ctx.invoked_subcommand is not None:
+        return
+    client: Client = ctx.obj
     found = client.models()
     lines = [
         f"{m.name}:{m.version}{' (default)' if f'{m.name}:{m.version}' == found.default else ''}"
@@ -241,10 +246,74 @@ def models(client: Client, as_json: bool) -> None:
     _show(found, as_json, "\n".join(lines))
 
 
+@models.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--alias", default="production", show_default=True)
+@json_option
+@click.pass_obj
+def promote(client: Client, name: str, version: int, alias: str, as_json: bool) -> None:
+    """Point NAME@ALIAS at VERSION (admin key)."""
+    _show(client.promote(name, version, alias), as_json, f"{name}@{alias} -> version {version}")
+
+
+@models.command()
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@json_option
+@click.pass_obj
+def rollback(client: Client, name: str, alias: str, as_json: bool) -> None:
+    """Point NAME@ALIAS back where it pointed before its last change (admin key)."""
+    try:
+        found = client.rollback(name, alias)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _show(found, as_json, f"{name}@{alias} -> {_target(found.aliases[alias])}")
+
+
+@models.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def aliases(client: Client, name: str, as_json: bool) -> None:
+    """The aliases of model NAME."""
+    found = client.aliases(name)
+    lines = [f"{name}@{a} -> {_target(t)}" for a, t in sorted(found.aliases.items())]
+    _show(found, as_json, "\n".join(lines) or "no aliases")
+
+
+@models.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def history(client: Client, name: str, as_json: bool) -> None:
+    """The alias changes of model NAME, newest first."""
+    found = client.history(name)
+    lines = [
+        f"{c.at:%Y-%m-%d %H:%M:%S} {c.alias}: {_target(c.from_)} -> {_target(c.to)}"
+        f" by {c.who or '-'}"
+        for c in found.changes
+    ]
+    _show(found, as_json, "\n".join(lines) or "no changes")
+
+
+def _target(target: AliasTarget | None) -> str:
+    if target is None:
+        return "(none)"
+    text = (
+        f"version {target.version}"
+        if target.version is not None
+        else "versions " + ", ".join(f"{v}:{w:g}" for v, w in (target.versions or {}).items())
+    )
+    return text + (f" shadow {target.shadow}" if target.shadow else "")
+
+
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--model", default=None, help='A model name, "name:version" or "default".')
+@click.option(
+    "--model", default=None, help='A model name, "name:version", "name@alias" or "default".'
+)
 @click.option("--id-column", default=None, help="A column passed through to the output.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--ignore-extra", is_flag=True, help="Allow columns the model does not use.")

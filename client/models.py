@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class _Wire(BaseModel):
@@ -149,3 +155,47 @@ class JobPage(_Wire):
 
     jobs: list[Job]
     next_cursor: str | None = None
+
+
+class AliasTarget(_Wire):
+    """Where an alias points: one `version`, or weighted `versions` (a canary), and optionally a
+    `shadow` version that scores a copy of the rows after each answer."""
+
+    version: int | None = None
+    versions: dict[str, float] | None = None
+    shadow: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_nones(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # As the gateway writes it: `{"version": 3}`, not two more keys holding null.
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def body(self) -> dict[str, object]:
+        """The `PUT /v1/models/{name}/aliases/{alias}` body for this target."""
+        return self.model_dump()
+
+
+class Aliases(_Wire):
+    """A model's aliases (`GET /v1/models/{name}/aliases`)."""
+
+    name: str
+    aliases: dict[str, AliasTarget]
+
+
+class AliasChange(_Wire):
+    """One change of an alias: who (a key's id), when, from, to (None: absent)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    alias: str
+    who: str
+    at: datetime
+    from_: AliasTarget | None = Field(None, alias="from")
+    to: AliasTarget | None = None
+
+
+class History(_Wire):
+    """A model's alias changes, newest first (`GET /v1/models/{name}/history`)."""
+
+    name: str
+    changes: list[AliasChange]

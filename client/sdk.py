@@ -11,7 +11,17 @@ import httpx
 
 from client import _shared as s
 from client import errors
-from client.models import CsvErrors, Job, JobAccepted, JobPage, JobResult, Models
+from client.models import (
+    Aliases,
+    AliasTarget,
+    CsvErrors,
+    History,
+    Job,
+    JobAccepted,
+    JobPage,
+    JobResult,
+    Models,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -137,6 +147,39 @@ class Client:
     def models(self) -> Models:
         """The models the gateway serves, with their versions, features and metrics."""
         return Models.model_validate_json(self._send("GET", "/v1/models").content)
+
+    def aliases(self, name: str) -> Aliases:
+        """The aliases of model `name` and where each points."""
+        return Aliases.model_validate_json(self._send("GET", f"/v1/models/{name}/aliases").content)
+
+    def set_alias(self, name: str, alias: str, target: AliasTarget | int) -> Aliases:
+        """Point `name@alias` at a version (an int) or a target (a canary split, a shadow);
+        needs an admin key. Every gateway and worker follows within a second."""
+        if isinstance(target, int):
+            target = AliasTarget(version=target)
+        path = f"/v1/models/{name}/aliases/{alias}"
+        return Aliases.model_validate_json(self._send("PUT", path, json=target.body()).content)
+
+    def promote(self, name: str, version: int, alias: str = "production") -> Aliases:
+        """Point `name@alias` (production by default) at `version`."""
+        return self.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> Aliases:
+        """Remove `name@alias` (a `NotFound` if it does not exist); needs an admin key."""
+        path = f"/v1/models/{name}/aliases/{alias}"
+        return Aliases.model_validate_json(self._send("DELETE", path).content)
+
+    def history(self, name: str) -> History:
+        """The alias changes of model `name`, newest first."""
+        return History.model_validate_json(self._send("GET", f"/v1/models/{name}/history").content)
+
+    def rollback(self, name: str, alias: str = "production") -> Aliases:
+        """Undo the last change of `name@alias`: point it where it pointed before (a
+        `ValueError` if it had no earlier target). Rolling back twice undoes the rollback."""
+        last = next((c for c in self.history(name).changes if c.alias == alias), None)
+        if last is None or last.from_ is None:
+            raise ValueError(f"{name}@{alias} has no earlier target to roll back to")
+        return self.set_alias(name, alias, last.from_)
 
     def errors(
         self, job_id: str, *, limit: int | None = None, cursor: str | None = None

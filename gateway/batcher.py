@@ -67,10 +67,16 @@ class Batcher:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def add(
-        self, record: dict[str, str], rows: list[list[float]], model: str, queue: str = QUEUE
+        self,
+        record: dict[str, str],
+        rows: list[list[float]],
+        model: str,
+        queue: str = QUEUE,
+        shadow: str = "",
     ) -> None:
         """Queue one job on `queue` (its priority); returns when its message is in the broker
-        (or raises why not: a 429 when its results would pass its owner's stored bytes)."""
+        (or raises why not: a 429 when its results would pass its owner's stored bytes).
+        `shadow` ("name:version") also scores the rows, after the answer."""
         rows, payload = serialize(rows)  # before joining: a bad job fails alone
         key = (model, queue)
         batch = self._open.get(key)
@@ -83,6 +89,8 @@ class Batcher:
             batch.timer = asyncio.get_running_loop().call_later(delay, self._send, key)
         batch.records.append(record)
         job: BatchJob = {"id": record["id"], "rows": rows}
+        if shadow:
+            job["shadow"] = shadow
         if tracing.ON:  # the job's submit span, for the batch span to link and the worker to join
             job["trace"] = tracing.carrier()
         batch.jobs.append(job)

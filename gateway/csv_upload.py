@@ -66,6 +66,7 @@ class CsvUpload:
         self.before_chunk = before_chunk
         self.digest = hashlib.sha256()  # of the file's bytes: what makes a retry "the same"
         self.job_id = ""
+        self._new_id = str(uuid.uuid4())  # known before the model resolves: a canary keys on it
         self.stopped = False  # the job ended during the upload: read on, store nothing
         self._head = b""
         self._chunker: Chunker | None = None
@@ -118,7 +119,7 @@ class CsvUpload:
     def _resolve_options(self, fields: Mapping[str, str]) -> None:
         """Options are complete when the file part starts: check them before reading it."""
         self.options = options_of(self.query, fields)
-        self.info = self.registry.resolve(self.options.model)
+        self.info = self.registry.resolve(self.options.model, self._new_id)
 
     def fingerprint(self) -> str:
         """The upload's identity for Idempotency-Key: the file's sha256 and the options."""
@@ -162,7 +163,7 @@ class CsvUpload:
 
     async def _create(self, layout: Layout) -> None:
         self.layout = layout
-        self.job_id = str(uuid.uuid4())
+        self.job_id = self._new_id
         record = jobstore.new_record(
             self.job_id, kind="csv", model=self.info.name, n_rows=None, owner=self.owner
         )

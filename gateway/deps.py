@@ -65,16 +65,21 @@ async def get_owner(request: Request, credentials: Credentials) -> str:
     return keys.owner_id(found)
 
 
-async def require_admin(request: Request, credentials: Credentials) -> str:
-    """An admin key's owner id (`MLQUEUE_ADMIN_KEYS`): 401 without a valid key, 403 for a key
-    that is not an admin's. With keys off altogether (local use) everyone is let in."""
+async def get_admin(request: Request, credentials: Credentials) -> str:
+    """The id of the admin key calling (401 without a valid key, 403 with a non-admin one).
+
+    With no keys configured at all (`make run`, local use) the gateway is open and so are the
+    admin routes (the caller's id is ""); with API keys but no `MLQUEUE_ADMIN_KEYS` they are
+    refused: turning keys on must never leave model changes open to every key.
+    """
     settings = _gateway(request).settings
     if not settings.api_keys and not settings.admin_keys:
         return ""
-    await get_owner(request, credentials)  # the 401 for no key or an unknown one
+    owner = await get_owner(request, credentials)
     found = keys.match(credentials.credentials, settings.admin_keys) if credentials else None
     if found is None:
-        raise HTTPException(403, "this needs an admin key (one listed in MLQUEUE_ADMIN_KEYS)")
+        hint = "" if settings.admin_keys else " (none is configured: MLQUEUE_ADMIN_KEYS)"
+        raise HTTPException(403, f"this route needs an admin key{hint}; key {owner} is not one")
     return keys.owner_id(found)
 
 
@@ -92,5 +97,5 @@ async def queue_has_room(request: Request) -> None:
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 OwnerDep = Annotated[str, Depends(get_owner)]
-AdminDep = Annotated[str, Depends(require_admin)]
+AdminDep = Annotated[str, Depends(get_admin)]
 QueueHasRoom = Depends(queue_has_room)

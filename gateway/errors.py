@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from shared.errors import (
+    AliasNotFound,
     InvalidInput,
     JobConflict,
     JobNotFound,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     MalformedRequest: 400,
     ModelNotFound: 422,  # the model is a field of the request body
     JobNotFound: 404,
+    AliasNotFound: 404,
     JobConflict: 409,
     ModelError: 503,
     QueueUnavailable: 503,

@@ -25,6 +25,7 @@ from typing import Final
 import orjson
 from redis.asyncio import Redis
 
+from gateway.autopipe import AutoPipeline
 from shared.errors import InvalidInput, RequestInProgress
 from shared.jobstore import PREFIX
 from shared.schemas import JobAccepted
@@ -59,9 +60,10 @@ def fingerprint(*parts: bytes) -> str:
 class Idempotency:
     """Claims, binds and releases idempotency keys in Redis on behalf of an owner."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, commands: AutoPipeline | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.commands = commands or AutoPipeline(redis)  # claims and binds of one turn together
 
     @staticmethod
     def check(key: str) -> None:
@@ -78,9 +80,9 @@ class Idempotency:
         pending = orjson.dumps({"fp": fp})
         waits = round(WAIT_SECONDS / POLL_SECONDS) if fp else 0
         for attempt in range(waits + 2):  # bounded: a key released over and over cannot spin
-            if await self.redis.set(name, pending, nx=True, ex=PENDING_SECONDS):
+            if await self.commands.execute("SET", name, pending, "NX", "EX", PENDING_SECONDS):
                 return None
-            raw = await self.redis.get(name)
+            raw = await self.commands.execute("GET", name)
             if raw is None:  # released or expired meanwhile: claim again
                 continue
             entry = _entry(raw)
@@ -108,7 +110,7 @@ class Idempotency:
     async def bind(self, owner: str, key: str, fp: str, accepted: JobAccepted) -> None:
         """Bind the key to the job's answer for the TTL."""
         value = orjson.dumps({"fp": fp, "accepted": accepted.model_dump(mode="json")})
-        await self.redis.set(_name(owner, key), value, ex=self.ttl)
+        await self.commands.execute("SET", _name(owner, key), value, "EX", self.ttl)
 
     async def refresh(self, owner: str, key: str) -> None:
         """Keep a pending entry alive while a long upload goes on."""

@@ -7,7 +7,8 @@ costs less than a PUBLISH per scored chunk for every job, watched or not. An eve
 when the view changed; its id is a digest of the view, so `Last-Event-ID` resumes without
 repeating the state the client already has. The stream ends after the final state, or after
 `MLQUEUE_EVENTS_MAX_SECONDS` (the client reconnects with `Last-Event-ID`). Open streams are
-bounded per API key and gateway process (`MLQUEUE_MAX_EVENT_STREAMS_PER_KEY`).
+bounded per API key across all gateway processes (`MLQUEUE_MAX_EVENT_STREAMS_PER_KEY`, leased
+slots in Redis like long polls').
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.events import JobEvents
+from gateway.quotas import Lease, Quotas
 from gateway.store import JobStore
-from shared.errors import RateLimited
 from shared.settings import Settings
 
 
@@ -33,43 +33,24 @@ class StatusEvent:
     data: str
 
 
-class Slot:
-    """A held place among an owner's open streams; released once, however the stream ends."""
-
-    def __init__(self, counts: Counter[str], owner: str) -> None:
-        self.counts, self.owner, self.held = counts, owner, True
-
-    def release(self) -> None:
-        """Give the place back (idempotent)."""
-        if self.held:
-            self.held = False
-            self.counts[self.owner] -= 1
-            if self.counts[self.owner] <= 0:
-                del self.counts[self.owner]
-
-
 class JobStreams:
     """Opens bounded, self-ending event streams over the job store."""
 
-    def __init__(self, settings: Settings, store: JobStore, events: JobEvents) -> None:
+    def __init__(
+        self, settings: Settings, store: JobStore, events: JobEvents, quotas: Quotas
+    ) -> None:
         self.settings = settings
         self.store = store
         self.events = events
-        self.open: Counter[str] = Counter()
+        self.quotas = quotas
 
-    def acquire(self, owner: str) -> Slot:
-        """A place for one more stream of `owner`; `RateLimited` (429) at the bound."""
-        if self.open[owner] >= self.settings.max_event_streams_per_key:
-            raise RateLimited(
-                f"too many open event streams for this API key (at most "
-                f"{self.settings.max_event_streams_per_key}); close one or poll",
-                retry_after=1,
-            )
-        self.open[owner] += 1
-        return Slot(self.open, owner)
+    async def acquire(self, owner: str) -> Lease:
+        """A place for one more stream of `owner`, across every gateway process; `RateLimited`
+        (429) at the bound."""
+        return await self.quotas.event_stream(owner)
 
     async def stream(
-        self, job_id: str, owner: str, last_event_id: str | None, slot: Slot
+        self, job_id: str, owner: str, last_event_id: str | None, slot: Lease
     ) -> AsyncIterator[StatusEvent]:
         """The job's changes from now on (the current state first, unless it is the one
         `last_event_id` names), until its final state; releases `slot` at the end."""
@@ -93,4 +74,4 @@ class JobStreams:
                         await asyncio.wait_for(changed.wait(), wait)
                     changed.clear()
         finally:
-            slot.release()
+            await slot.release()

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics, traces
+from gateway.aliases import Aliases
 from gateway.autopipe import AutoPipeline
 from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
@@ -25,10 +26,10 @@ from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload, fingerprint_upload, idle_bounded
 from gateway.events import JobEvents
 from gateway.idempotency import Idempotency, fingerprint
-from gateway.job_stream import JobStreams, Slot, StatusEvent
+from gateway.job_stream import JobStreams, StatusEvent
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
-from gateway.quotas import Quotas
+from gateway.quotas import Lease, Quotas
 from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -100,6 +101,7 @@ class Jobs:
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.aliases = Aliases(redis, registry)
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
@@ -109,9 +111,9 @@ class Jobs:
         self.chunks = CsvStore(redis, settings.result_ttl, wait)
         self.quotas = Quotas(redis, settings, commands)
         self.listing = JobListing(redis, settings.result_ttl)
-        self.idempotency = Idempotency(redis, settings.idempotency_ttl)
+        self.idempotency = Idempotency(redis, settings.idempotency_ttl, commands)
         self.limits = RateLimiter(redis, settings)
-        self.streams = JobStreams(settings, self.store, events)
+        self.streams = JobStreams(settings, self.store, events, self.quotas)
         self.batcher = Batcher(
             self.store,
             self._publish_batch,
@@ -130,9 +132,12 @@ class Jobs:
     ) -> JobAccepted:
         """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
         returns the accepted job."""
-        info = self.registry.resolve(model)
-        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         job_id = str(uuid.uuid4())
+        await self.aliases.ensure()
+        # An alias that splits traffic picks the version from the job id.
+        pinned = self.registry.pin(model, job_id)
+        info = pinned.info
+        check_rows(rows, info.n_features, self.settings.max_rows_per_job)
         record = jobstore.new_record(
             job_id, kind="json", model=info.name, n_rows=len(rows), owner=owner
         )
@@ -142,7 +147,8 @@ class Jobs:
         # The version is pinned at submit: a model trained meanwhile does not change this job.
         record["version"] = info.version
         with tracing.span("mlqueue.submit", traces.job_attributes(job_id, "json", info, len(rows))):
-            await self.batcher.add(record, rows, f"{info.name}:{info.version}", queue_for(priority))
+            shadow = f"{pinned.shadow.name}:{pinned.shadow.version}" if pinned.shadow else ""
+            await self.batcher.add(record, rows, pinned.spec, queue_for(priority), shadow)
             metrics.job_submitted(info.name, "json", len(rows))
             extra = {"job_id": job_id, "kind": "json", "model": info.name, "version": info.version}
             log.info("job submitted", extra={**extra, "rows": len(rows)})
@@ -194,6 +200,7 @@ class Jobs:
         """Stream a multipart CSV upload into chunks; `query` holds the options given as query
         parameters (form fields sent before the file override them). With an Idempotency-Key
         (`key`), at most once: see `gateway.idempotency` for a duplicate of an upload."""
+        await self.aliases.ensure()
         async with self.quotas.upload(owner):
             if key is None:
                 await self.limits.take(owner, jobs=1)
@@ -300,12 +307,12 @@ class Jobs:
 
     async def open_events(
         self, job_id: str, owner: str, last_event_id: str | None
-    ) -> tuple[AsyncIterator[StatusEvent], Slot]:
+    ) -> tuple[AsyncIterator[StatusEvent], Lease]:
         """The job's `status` events until it ends, and the stream's place among the owner's
         (released when the stream ends; release it too if it is never iterated). 404 for an
         unknown job and 429 at the bound, before anything is streamed."""
         await self.store.get(job_id, owner)
-        slot = self.streams.acquire(owner)
+        slot = await self.streams.acquire(owner)
         return self.streams.stream(job_id, owner, last_event_id, slot), slot
 
     async def result(
@@ -341,7 +348,7 @@ class Jobs:
     async def retry(self, job_id: str, owner: str) -> JobAccepted:
         """A new job with the rows and pinned model version of a failed or cancelled JSON job;
         `JobConflict` for any other job (a CSV file is not kept: it must be uploaded again)."""
-        view, rows = await self.store.retry_input(job_id, owner)
+        view, rows, callback_url = await self.store.retry_input(job_id, owner)
         if view.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise JobConflict(
                 f"job {job_id} is {view.status.value}: only failed or cancelled jobs can be "
@@ -360,10 +367,11 @@ class Jobs:
                 job_status=view.status.value,
             )
         spec = f"{view.model}:{view.version}" if view.version else view.model
+        # The retry reports to the original's receiver too (checked again: the allowance may
+        # have changed since).
+        extra = {**await webhook_fields(self.settings, callback_url), "retry_of": job_id}
         await self.limits.take(owner, jobs=1, rows=len(rows))
-        accepted = await self.submit(
-            rows, spec, owner, {"retry_of": job_id}, priority=view.priority
-        )
+        accepted = await self.submit(rows, spec, owner, extra, priority=view.priority)
         log.info("job retried", extra={"job_id": accepted.job_id, "retry_of": job_id})
         return accepted
 
@@ -404,6 +412,7 @@ class Jobs:
 
     async def predict_csv_now(self, data: bytes, owner: str) -> bytes:
         """`predict_now_json` for a small CSV file held whole (header optional)."""
+        await self.aliases.ensure()
         info = self.registry.resolve("default")
         rows, _ = parse_small(data, info.feature_names, self.settings.max_rows_per_job)
         return await self.predict_now_json(rows, owner)

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics_dir
-from shared.tasks import QUEUE
+from shared.tasks import WORKER_QUEUES
 
 # Celery's Redis transport keeps delivered but unacknowledged messages in this hash.
 UNACKED = "unacked"
@@ -84,15 +84,18 @@ async def exposition(redis: Redis) -> bytes:
     """The text exposition of every metric, with queue depth read from Redis just now."""
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.llen(QUEUE)
+            for queue in WORKER_QUEUES:  # every priority, and the webhook deliveries
+                pipe.llen(queue)
             pipe.hlen(UNACKED)
-            depth, unacked = await pipe.execute()
-        QUEUE_DEPTH.labels(QUEUE).set(depth)
+            *depths, unacked = await pipe.execute()
+        for queue, depth in zip(WORKER_QUEUES, depths, strict=True):
+            QUEUE_DEPTH.labels(queue).set(depth)
         UNACKED_MESSAGES.set(unacked)
         REDIS_UP.set(1)
     except (RedisError, OSError):
         # A stale depth would look healthy: say "unknown" instead.
-        QUEUE_DEPTH.labels(QUEUE).set(math.nan)
+        for queue in WORKER_QUEUES:
+            QUEUE_DEPTH.labels(queue).set(math.nan)
         UNACKED_MESSAGES.set(math.nan)
         REDIS_UP.set(0)
     return generate_latest(_registry())

@@ -141,27 +141,48 @@ class Quotas:
                 f"is {limit} (MLQUEUE_MAX_WAITING_CHUNK_BYTES); retry shortly"
             )
 
-    @contextlib.asynccontextmanager
-    async def _slot(
-        self, kind: str, owner: str, limit: int, lease: float, renew: bool = True
-    ) -> AsyncIterator[None]:
+    async def event_stream(self, owner: str) -> Lease:
+        """One of the key's event-stream slots, held until released (429 if none is free)."""
+        limit = self.settings.max_event_streams_per_key
+        refusal = (
+            f"too many open event streams for this API key (at most {limit}, "
+            "MLQUEUE_MAX_EVENT_STREAMS_PER_KEY); close one or poll"
+        )
+        return await self.hold("event-streams", owner, limit, 60.0, refusal=refusal)
+
+    async def hold(
+        self,
+        kind: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        renew: bool = True,
+        refusal: str | None = None,
+    ) -> Lease:
+        """One of the key's `kind` slots, leased for `lease` seconds (renewed while held when
+        `renew`); `RateLimited` (429) when all `limit` are taken."""
         key = f"{PREFIX}:quota:{kind}:{owner}"
         token = str(uuid.uuid4())
         if not await self._lease(key, token, limit, lease):
             raise RateLimited(
-                f"this API key already has {limit} {kind.replace('-', ' ')} in progress, its "
+                refusal
+                or f"this API key already has {limit} {kind.replace('-', ' ')} in progress, its "
                 f"limit (MLQUEUE_MAX_{kind.replace('-', '_').upper()}_PER_KEY); retry when one "
                 "ends",
-                retry_after=5,
+                retry_after=5 if refusal is None else 1,
             )
         renewer = asyncio.create_task(self._renew(key, token, lease)) if renew else None
+        return Lease(self, key, token, renewer)
+
+    @contextlib.asynccontextmanager
+    async def _slot(
+        self, kind: str, owner: str, limit: int, lease: float, renew: bool = True
+    ) -> AsyncIterator[None]:
+        held = await self.hold(kind, owner, limit, lease, renew)
         try:
             yield
         finally:
-            if renewer is not None:
-                renewer.cancel()
-            with contextlib.suppress(Exception):  # the lease ends by itself anyway
-                await asyncio.shield(self.commands.execute("ZREM", key, token))
+            await held.release()
 
     async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
         now = time.time()
@@ -177,3 +198,24 @@ class Quotas:
                 now = time.time()
                 await self.redis.zadd(key, {token: now + lease}, xx=True)
                 await self.redis.expire(key, math.ceil(lease) + 1)
+
+
+class Lease:
+    """A slot held in Redis (see `Quotas.hold`) until `release`; its lease ends it anyway if
+    the gateway dies holding it."""
+
+    def __init__(
+        self, quotas: Quotas, key: str, token: str, renewer: asyncio.Task[None] | None
+    ) -> None:
+        self._quotas, self._key, self._token, self._renewer = quotas, key, token, renewer
+        self.held = True
+
+    async def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if not self.held:
+            return
+        self.held = False
+        if self._renewer is not None:
+            self._renewer.cancel()
+        with contextlib.suppress(Exception):  # the lease ends by itself anyway
+            await asyncio.shield(self._quotas.commands.execute("ZREM", self._key, self._token))

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from gateway.state import GatewayState
 from shared.errors import ServiceError
 from shared.jobstore import WORKERS
-from shared.tasks import QUEUE
+from shared.tasks import QUEUES
 
 
 @dataclass
@@ -28,15 +28,17 @@ class Readiness:
 
 async def check(state: GatewayState) -> Readiness:
     """Count recent worker heartbeats (instead of a `celery inspect ping`, which waits a second
-    whenever no worker answers), read the queue's depth, resolve the default model."""
+    whenever no worker answers), read the queues' depth, resolve the default model."""
     found = Readiness()
     try:
         since = time.time() - 3 * state.settings.heartbeat_interval
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.zcount(WORKERS, since, "+inf")
-            pipe.llen(QUEUE)
-            workers, depth = await pipe.execute()
-        found.checks.update(redis="ok", workers=workers, queue_depth=depth)
+            for queue in QUEUES:
+                pipe.llen(queue)
+            workers, *depths = await pipe.execute()
+        # `queue_depth`: jobs waiting at any priority (what backpressure counts too).
+        found.checks.update(redis="ok", workers=workers, queue_depth=sum(depths))
         if not workers:
             found.reasons.append("no worker has sent a heartbeat recently")
     except (RedisError, OSError):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.aliases import Aliases
 from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.jobs import Jobs
@@ -46,12 +47,19 @@ class GatewayState:
         jobs = Jobs(settings, registry, redis, events, publisher)
         return cls(settings, redis, registry, events, jobs, QueueDepth(settings.max_queue_depth))
 
+    @property
+    def aliases(self) -> Aliases:
+        """The model aliases of this process (owned by the jobs service, which resolves them)."""
+        return self.jobs.aliases
+
     def start(self) -> None:
-        """Start listening for finished jobs (needs the running event loop)."""
+        """Start listening for finished jobs and alias changes (needs the running event loop)."""
         self.events.start()
+        self.aliases.start()
 
     async def close(self) -> None:
         """Send what is pending, stop listening, close the broker and Redis connections."""
+        await self.aliases.stop()
         await self.jobs.close()
         await self.events.stop()
         if isinstance(self.jobs.publisher, CeleryPublisher):

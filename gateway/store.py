@@ -142,11 +142,13 @@ class JobStore:
 
     async def retry_input(
         self, job_id: str, owner: str
-    ) -> tuple[JobView, list[list[float]] | None]:
-        """The job's view and the rows it was submitted with, while they are kept."""
-        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "rows"))
+    ) -> tuple[JobView, list[list[float]] | None, str | None]:
+        """The job's view, the rows it was submitted with (while they are kept) and its
+        `callback_url` (None without one)."""
+        fields = await self._fields(job_id, owner, (*jobstore.VIEW_FIELDS, "rows", "callback_url"))
         rows = jobstore.input_rows(fields)
-        return jobstore.to_view(job_id, fields), rows
+        callback = fields.pop("callback_url", None)
+        return jobstore.to_view(job_id, fields), rows, text(callback) or None
 
     async def cancel(self, job_id: str, owner: str) -> JobStatus:
         """Cancel a live job; returns the status it had before (final ones are left alone)."""

@@ -63,6 +63,7 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         worker_send_task_events=False,
         timezone="UTC",
     )
+    app.conf.update(redis.backend_conf)
     if redis.broker_ssl:
         app.conf.update(broker_use_ssl=redis.broker_ssl, redis_backend_use_ssl=redis.backend_ssl)
     return app

@@ -73,6 +73,10 @@ class ModelNotFound(ServiceError):
     """Raised when a model name or version is not in the registry."""
 
 
+class AliasNotFound(ServiceError):
+    """Raised when a model or alias named in a URL path does not exist."""
+
+
 class ModelError(ServiceError):
     """Raised when a model artifact fails verification or cannot be loaded."""
 

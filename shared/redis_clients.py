@@ -13,7 +13,7 @@ The other half of surviving a failover is `shared.replication`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +26,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.settings import Settings
+
+# Celery's broker and result backend with Sentinel: seconds a command may wait for its reply
+# (longer than kombu's 1 s BRPOP), and between kombu's checks of its long-lived connections.
+SOCKET_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 2
 
 # A pipeline's or a script's error quotes the reply inside a longer message.
 _CANNOT_WRITE = re.compile(r"\bNOREPLICAS\b")
@@ -118,6 +123,7 @@ class CeleryRedis:
     backend_options: dict[str, Any]
     broker_ssl: dict[str, Any] | None = None
     backend_ssl: dict[str, Any] | None = None
+    backend_conf: dict[str, Any] = field(default_factory=dict)  # Celery's `redis_*` settings
 
 
 def celery_redis(settings: Settings) -> CeleryRedis:
@@ -132,7 +138,17 @@ def celery_redis(settings: Settings) -> CeleryRedis:
         auth += f"{quote(params['password'], safe='')}@"
     db = params.get("db", 0)
     url = ";".join(f"sentinel://{auth}{address}/{db}" for address in settings.redis_sentinels)
-    options: dict[str, Any] = {"master_name": settings.redis_master_name}
+    # A master that dies with its host (a killed container, a lost VM) closes no connection:
+    # without timeouts kombu's reconnect to its address waits out TCP's SYN retries (about two
+    # minutes, seen in the container drill) and a BRPOP on the half-open connection for ever.
+    # kombu drops a BRPOP reply overdue by brpop_timeout (1 s) + health_check_interval.
+    options: dict[str, Any] = {
+        "master_name": settings.redis_master_name,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": max(SOCKET_TIMEOUT, settings.redis_timeout),
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+    }
     sentinel_kwargs = _sentinel_auth(settings)
     if sentinel_kwargs:
         options["sentinel_kwargs"] = sentinel_kwargs
@@ -145,6 +161,11 @@ def celery_redis(settings: Settings) -> CeleryRedis:
         backend_options=dict(options),
         broker_ssl=ssl,
         backend_ssl=ssl,
+        backend_conf={
+            "redis_socket_connect_timeout": settings.redis_timeout,
+            "redis_socket_timeout": max(SOCKET_TIMEOUT, settings.redis_timeout),
+            "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
+        },
     )
 
 

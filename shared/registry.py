@@ -1,8 +1,9 @@
 """The model registry on disk: `<root>/<name>/<version>/{model.skops|model.joblib,manifest.json}`.
 
 Versions are positive integers; a name alone means its newest version, "name:version" one version,
-and "default" the settings' default model. Reading manifests needs no ML library, so the gateway
-uses this module too.
+"name@alias" the version an alias points at (`shared.aliases`), and "default" the settings' default
+model: its `production` alias when it has one, else its newest version. Reading manifests needs no
+ML library, so the gateway uses this module too.
 
 A manifest is trusted for its metadata only: the artifact is a bare file name inside the version's
 own folder, the manifest's name and version must be the folders', and the artifact is read once
@@ -15,10 +16,13 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from pydantic import ValidationError
 
+from shared.aliases import PRODUCTION, AliasTarget, is_alias
 from shared.errors import ModelError, ModelNotFound
 from shared.schemas import ModelInfo
 
@@ -30,12 +34,45 @@ ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive; a pickle never start
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
+class AliasLookup(Protocol):
+    """Where aliases point (`shared.aliases.AliasBook` and its readers)."""
+
+    def lookup(self, name: str, alias: str) -> AliasTarget | None:
+        """The target of `name@alias`, or None."""
+        ...
+
+    def of(self, name: str) -> dict[str, AliasTarget]:
+        """Every alias of model `name`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a spec resolved to for one job: the version that answers, and the shadow version
+    that scores a copy of its rows (when its alias has one)."""
+
+    info: ModelInfo
+    shadow: ModelInfo | None = None
+
+    @property
+    def spec(self) -> str:
+        """The pinned "name:version"."""
+        return f"{self.info.name}:{self.info.version}"
+
+
 class Registry:
     """Lists, resolves and verifies model versions under one root directory."""
 
-    def __init__(self, root: Path, default: str, cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        default: str,
+        cache_seconds: float = 0.0,
+        aliases: AliasLookup | None = None,
+    ) -> None:
         self.root = root
         self.default = default
+        self.aliases = aliases
         # Serving processes resolve on every job: re-reading the folder once a second is plenty
         # to notice a newly trained version.
         self.cache_seconds = cache_seconds
@@ -61,8 +98,58 @@ class Registry:
                     log.warning("model version skipped: %s", exc.message)
         return found
 
-    def resolve(self, spec: str) -> ModelInfo:
-        """The manifest that `spec` ("default", "name" or "name:version") stands for."""
+    def resolve(self, spec: str, key: str = "") -> ModelInfo:
+        """The manifest that `spec` ("default", "name", "name:version" or "name@alias") stands
+        for; `key` (a job id) picks the version of an alias that splits traffic."""
+        return self.pin(spec, key).info
+
+    def pin(self, spec: str, key: str = "") -> Pinned:
+        """The version (and shadow version) that `spec` stands for, for the job with id `key`."""
+        name, at, alias = spec.partition("@")
+        target: AliasTarget | None
+        if at:
+            name = self.default if name == "default" else name
+            target = self._alias(spec, name, alias)
+        elif spec == "default" and self.aliases is not None:
+            name = self.default
+            target = self.aliases.lookup(name, PRODUCTION)
+        else:
+            return Pinned(self._cached(spec))
+        if target is None:  # "default" without a production alias: the newest version
+            return Pinned(self._cached(name))
+        version = target.choose(key)
+        try:
+            info = self._cached(f"{name}:{version}")
+        except ModelNotFound:
+            raise ModelNotFound(
+                f"model {spec!r}: its alias points at version {version}, which is not in the "
+                "registry",
+                model=spec,
+            ) from None
+        shadow = None
+        if target.shadow is not None:
+            try:
+                shadow = self._cached(f"{name}:{target.shadow}")
+            except (ModelNotFound, ModelError) as exc:  # a shadow never fails the job
+                log.warning("shadow version skipped: %s", exc.message)
+        return Pinned(info, shadow)
+
+    def _alias(self, spec: str, name: str, alias: str) -> AliasTarget:
+        if not is_alias(alias):
+            raise ModelNotFound(
+                f"invalid alias in {spec!r}: an alias is [a-z0-9-]+ (at most 63)", model=spec
+            )
+        target = self.aliases.lookup(name, alias) if self.aliases is not None else None
+        if target is None:
+            known = ", ".join(self.aliases.of(name)) if self.aliases is not None else ""
+            raise ModelNotFound(
+                f"model {name!r} has no alias {alias!r} (its aliases: {known or 'none'})",
+                model=spec,
+                alias=alias,
+            )
+        return target
+
+    def _cached(self, spec: str) -> ModelInfo:
         now = time.monotonic()
         cached = self._resolved.get(spec)
         if cached and now - cached[0] < self.cache_seconds:

@@ -38,9 +38,9 @@ Feature = Annotated[
 ]
 Row = list[Feature]
 
-# A model spec: "name" or "name:version". No leading dot: ".." must never reach a path (the
-# registry refuses it as well).
-MODEL_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$"
+# A model spec: "name", "name:version" or "name@alias". No leading dot: ".." must never reach a
+# path (the registry refuses it as well).
+MODEL_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@[a-z0-9-]{1,63})?$"
 
 CallbackUrl = Annotated[
     str | None,
@@ -56,7 +56,8 @@ ModelSpec = Annotated[
         min_length=1,
         max_length=200,
         pattern=MODEL_PATTERN,
-        description='A model name, "name:version", or "default".',
+        description='A model name, "name:version", "name@alias", or "default" (the default '
+        "model's `production` alias when it has one, else its newest version).",
     ),
 ]
 

@@ -125,7 +125,14 @@ class Settings(BaseSettings):
     `manifest.json`. Workers write uploaded versions here (they need it writable and, across
     hosts, shared); gateways only read it."""
     default_model: str = "demo"
-    """The model that `"default"` names."""
+    """The model that `"default"` names (through its `production` alias when it has one)."""
+    max_loaded_models: int = Field(8, ge=0)
+    """Model versions each worker process keeps loaded; past it the least recently used one is
+    dropped (and loaded again, verified, when a job needs it). 0: no limit."""
+    max_loaded_model_bytes: int = Field(0, ge=0)
+    """Artifact bytes each worker process keeps loaded (the files' sizes, a rough measure of the
+    memory they take); past it the least recently used versions are dropped, but never the one a
+    job is using. 0: no limit."""
     max_model_bytes: int = Field(256 * 1024**2, ge=1024, le=512 * 1024**2)
     """Largest model file `POST /v1/models/{name}/versions` accepts; larger is a 413. The file
     waits in Redis (at most 512 MiB, Redis' limit for one value) until a worker vets it."""
@@ -220,8 +227,8 @@ class Settings(BaseSettings):
     """Rows a key may submit at once before the per-second rate applies; 0: one second's worth.
     A job with more rows than this waits for a full bucket."""
     max_event_streams_per_key: int = Field(16, ge=1)
-    """Open `GET /v1/jobs/{id}/events` streams one API key may hold per gateway process; one
-    more is a 429 (a stream holds a connection for as long as its job runs)."""
+    """Open `GET /v1/jobs/{id}/events` streams one API key may hold, all gateway processes
+    together; one more is a 429 (a stream holds a connection for as long as its job runs)."""
     events_poll_seconds: float = Field(0.5, gt=0)
     """How often an event stream re-reads its job between wakeups (progress and the start of a
     job are not published; the end is, and is sent at once)."""
@@ -240,8 +247,15 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(30.0, gt=0)
     """Wait before the second attempt; doubled after each failure, +/- 20 % jitter (10 attempts
     from 30 s span about 4 h)."""
+    webhook_threads: int = Field(8, ge=1)
+    """Threads per worker process that make webhook deliveries: a slow receiver holds one of
+    them, never the process's next prediction."""
     webhook_timeout: float = Field(5.0, gt=0)
     """Seconds a receiver has to answer one delivery."""
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    """The gateway's address as clients reach it (e.g. `https://mlqueue.example.com`): webhook
+    payloads then carry an absolute `result_url`; empty, the path alone (relative to the
+    gateway the job was submitted to)."""
     webhook_max_data_bytes: int = Field(65_536, ge=0)
     """A JSON job's predictions ride in its webhook (`data`) while their JSON is at most this
     long; larger ones are fetched from `result_url`."""

@@ -13,6 +13,10 @@ priority by the queue it sends to (`queue_for("high")`), and a message sent with
     kwargs: `PredictBatchKwargs`: several gateway jobs in one message, `model="name:version"`;
     each job keeps its own record, result and error in the job store.
 
+`mlqueue.shadow` (queue `mlqueue.low`; internal: sent by a worker after storing the answers of
+    jobs whose alias has a shadow version) kwargs: `ShadowKwargs`; scores the rows with the shadow
+    version and counts how far its predictions are from the answers (worker metrics).
+
 `mlqueue.score_chunk` (queue `mlqueue`; internal: sent by the gateway for bulk CSV jobs)
     kwargs: `ScoreChunkKwargs` (built by `shared.csvjobs.task_kwargs`); the chunk's bytes
     travel by reference, in Redis.
@@ -53,6 +57,7 @@ def queue_for(priority: str) -> str:
 PREDICT: Final = "mlqueue.predict"
 PREDICT_BATCH: Final = "mlqueue.predict_batch"
 SCORE_CHUNK: Final = "mlqueue.score_chunk"
+SHADOW: Final = "mlqueue.shadow"
 VERIFY_MODEL: Final = "mlqueue.models.verify"
 
 
@@ -60,7 +65,7 @@ class PredictKwargs(TypedDict):
     """The kwargs of `mlqueue.predict`."""
 
     rows: list[list[float]]
-    model: NotRequired[str]  # "name" or "name:version"; "default" when left out
+    model: NotRequired[str]  # "name", "name:version" or "name@alias"; "default" when left out
 
 
 class BatchJob(TypedDict):
@@ -69,6 +74,7 @@ class BatchJob(TypedDict):
     id: str
     rows: list[list[float]]
     trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)
+    shadow: NotRequired[str]  # "name:version" that also scores the rows, after the answer
 
 
 class PredictBatchKwargs(TypedDict):
@@ -99,6 +105,15 @@ class ScoreChunkKwargs(TypedDict):
     layout: LayoutDict
     on_error: str  # "fail" or "skip" (`shared.csvjobs.ON_ERROR`)
     trace: NotRequired[dict[str, str]]  # the job's trace context (`shared.tracing.Carrier`)
+
+
+class ShadowKwargs(TypedDict):
+    """The kwargs of `mlqueue.shadow`: rows already answered by `model`, to score with `shadow`."""
+
+    rows: list[list[float]]
+    predictions: list[float]  # `model`'s answers, one per row
+    model: str  # "name:version" that answered
+    shadow: str  # "name:version" to compare with it
 
 
 class VerifyModelKwargs(TypedDict):

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 
 from shared import metrics_dir
 from shared.settings import Settings
@@ -36,6 +43,11 @@ class WorkerMetrics:
     predict_seconds: Histogram
     batch_rows: Histogram
     model_load_seconds: Histogram
+    model_evictions: Counter
+    models_loaded: Gauge
+    shadow_rows: Counter
+    shadow_abs_difference: Counter
+    shadow_failures: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -78,6 +90,37 @@ class WorkerMetrics:
                 "Time to load (verify and unpickle) one model version in one process.",
                 ["model", "version"],
                 buckets=SECONDS,
+                registry=None,
+            ),
+            model_evictions=Counter(
+                "mlqueue_worker_model_evictions",
+                "Model versions dropped from a process's cache (least recently used first).",
+                ["model", "version"],
+                registry=None,
+            ),
+            models_loaded=Gauge(
+                "mlqueue_worker_models_loaded",
+                "Model versions loaded, summed over the live worker processes.",
+                registry=None,
+                multiprocess_mode="livesum",
+            ),
+            shadow_rows=Counter(
+                "mlqueue_worker_shadow_rows",
+                "Rows scored by a shadow version and compared with the answer's version.",
+                ["model", "version", "shadow_version"],
+                registry=None,
+            ),
+            shadow_abs_difference=Counter(
+                "mlqueue_worker_shadow_abs_difference",
+                "Sum of |shadow - answer| over the compared rows: divided by "
+                "mlqueue_worker_shadow_rows_total, the mean absolute difference.",
+                ["model", "version", "shadow_version"],
+                registry=None,
+            ),
+            shadow_failures=Counter(
+                "mlqueue_worker_shadow_failures",
+                "Shadow scorings that failed (the answers were not affected).",
+                ["model", "version", "shadow_version"],
                 registry=None,
             ),
         )
@@ -178,3 +221,28 @@ def observe_model_load(model: str, version: str, seconds: float) -> None:
     """Record the load time of one model version in this process."""
     if _metrics is not None:
         _metrics.model_load_seconds.labels(model, version).observe(seconds)
+
+
+def observe_model_eviction(model: str, version: str) -> None:
+    """Count one version dropped from this process's model cache."""
+    if _metrics is not None:
+        _metrics.model_evictions.labels(model, version).inc()
+
+
+def set_models_loaded(count: int) -> None:
+    """How many versions this process holds now."""
+    if _metrics is not None:
+        _metrics.models_loaded.set(count)
+
+
+def observe_shadow(model: str, version: str, shadow: str, n_rows: int, abs_diff: float) -> None:
+    """Count `n_rows` rows compared between `model:version` and `model:shadow`."""
+    if _metrics is not None:
+        _metrics.shadow_rows.labels(model, version, shadow).inc(n_rows)
+        _metrics.shadow_abs_difference.labels(model, version, shadow).inc(abs_diff)
+
+
+def observe_shadow_failure(model: str, version: str, shadow: str) -> None:
+    """Count one shadow scoring that failed."""
+    if _metrics is not None:
+        _metrics.shadow_failures.labels(model, version, shadow).inc()

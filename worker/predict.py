@@ -19,19 +19,24 @@ from worker import metrics, observe
 from worker.failures import classify, reraise
 from worker.inference import Matrix, predict_rows, to_matrix
 from worker.runtime import Runtime
+from worker.shadow import ShadowSender, shadow_messages
 
 log = logging.getLogger(__name__)
 Failures = dict[str, tuple[str, str]]  # job id -> (error type, message)
 
 
-def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
-    """Predict `rows` with `model` for job `job_id`, recording every step in the job store."""
+def run_job(
+    rt: Runtime, job_id: str, rows: Any, model: str, on_shadow: ShadowSender | None = None
+) -> dict[str, Any]:
+    """Predict `rows` with `model` for job `job_id`, recording every step in the job store;
+    a shadow version of the model's alias gets the rows through `on_shadow` once stored."""
     n_rows = len(rows) if isinstance(rows, list) else 0
     status = rt.jobs.start(job_id, model, n_rows)
     if status != "running":
         return _already_ended(rt, job_id, status, model)
     try:
-        info, loaded = rt.models.get(model)
+        pinned, loaded = rt.models.pin(model, job_id)  # an alias splitting traffic keys on the id
+        info = pinned.info
         predict_started = time.perf_counter()
         with tracing.span("mlqueue.predict", _attributes(info, n_rows, {tracing.JOB_ID: job_id})):
             predictions = predict_rows(loaded, rows)
@@ -44,6 +49,11 @@ def run_job(rt: Runtime, job_id: str, rows: Any, model: str) -> dict[str, Any]:
         reraise(exc, failure)
     with tracing.span("mlqueue.store", {tracing.JOB_ID: job_id}):
         rt.jobs.succeed(job_id, info.version, predictions)
+    if on_shadow is not None and pinned.shadow is not None:
+        shadow = f"{pinned.shadow.name}:{pinned.shadow.version}"
+        on_shadow(
+            {"rows": rows, "predictions": predictions, "model": pinned.spec, "shadow": shadow}
+        )
     # "job started" and "job succeeded"/"job failed" are logged by worker.job_events.
     return {"predictions": predictions, "model": info.name, "version": info.version}
 
@@ -56,11 +66,14 @@ def _already_ended(rt: Runtime, job_id: str, status: str, model: str) -> dict[st
     raise JobConflict(f"job {job_id} is {status}" + (f": {error}" if error else ""))
 
 
-def run_batch(rt: Runtime, jobs: list[BatchJob], model: str) -> dict[str, int]:
+def run_batch(
+    rt: Runtime, jobs: list[BatchJob], model: str, on_shadow: ShadowSender | None = None
+) -> dict[str, int]:
     """Predict several gateway jobs with one model call; each job succeeds or fails on its own.
 
     Jobs already finished or cancelled (a redelivery, a cancel) are skipped. Results are stored
     before this returns, so the message is acknowledged only once every job has its outcome.
+    Jobs with a shadow version are then handed to `on_shadow`, answers stored first.
     """
     started = time.perf_counter()
     sizes = [(str(job["id"]), len(job["rows"])) for job in jobs]
@@ -71,6 +84,9 @@ def run_batch(rt: Runtime, jobs: list[BatchJob], model: str) -> dict[str, int]:
     version, succeeded = _predict_batch(rt, live, model, failed)
     with tracing.span("mlqueue.store", {tracing.JOBS: len(succeeded) + len(failed)}):
         rt.jobs.finish_many(version, succeeded, failed)
+    if on_shadow is not None and succeeded:
+        for message in shadow_messages(jobs, live, succeeded, model):
+            on_shadow(message)
     observe.batch_ended(
         model, version, dict(sizes), succeeded, failed, time.perf_counter() - started
     )

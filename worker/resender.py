@@ -7,9 +7,10 @@ keeps what it takes to send a message again until a worker begins it: a JSON job
 record (outbox `shared.jobstore.PENDING`), a CSV chunk's task arguments beside its data (outbox
 `shared.csvjobs.PENDING_CHUNKS`). This sweep re-sends what has waited far longer than any message
 can legitimately stay unacknowledged, to the queue of the job's priority. It only acts when every
-queue is empty, so work that is
-merely waiting behind a backlog is never sent twice; and anything sent twice anyway is harmless,
-because a started job or a scored chunk is skipped (final states are sticky).
+queue is empty, so work that is merely waiting behind a backlog is not sent twice, except just
+after a worker node died (`worker.failover`): then what was sent before the death goes again at
+once, backlog or not. Anything sent twice is harmless, because a started job or a scored chunk is
+skipped (final states are sticky).
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ class Resender:
         lock_seconds = max(1, round(self.interval))
         if not self.redis.set(LOCK, "1", nx=True, ex=lock_seconds):
             return 0  # another worker swept just now
-        if any(self.redis.llen(queue) for queue in QUEUES):
-            return 0  # what is pending may just be waiting behind these messages
         cutoff = max(time.time() - self.grace, before or 0.0)
+        if any(self.redis.llen(queue) for queue in QUEUES):
+            if before is None:
+                return 0  # what is pending may just be waiting behind these messages
+            # A node died: what it popped but had not recorded is in no list, and waiting for
+            # the queues to drain would hold its jobs back for as long as the backlog lasts.
+            # Only what was sent before the death goes again, once (it is re-armed below); a
+            # copy of a job that was merely waiting finds it done and is skipped.
+            cutoff = before
         resent = self._jobs(cutoff) + self._chunks(cutoff)
         if resent:
             log.warning("re-sent messages the broker lost", extra={"messages": resent})

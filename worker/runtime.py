@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from functools import partial
 
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from redis.retry import Retry
 from threadpoolctl import threadpool_limits
 
+from shared.aliases import SyncAliasBook
 from shared.errors import ServiceError
 from shared.redis_clients import sync_redis
 from shared.registry import Registry
@@ -42,12 +43,20 @@ class Runtime:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STORE_RETRIES),
             retry_on_error=[ConnectionError, TimeoutError],
         )
-        registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
+        registry = Registry(
+            settings.model_dir,
+            settings.default_model,
+            cache_seconds=1.0,
+            aliases=SyncAliasBook(redis),
+        )
         loader = partial(SklearnModel.from_bytes, fast=settings.fast_predict)
         jobs = JobRecorder(
             redis, settings.result_ttl, settings.max_attempts, ReplicaWait.of(settings)
         )
-        return cls(settings, jobs, ModelCache(registry, loader))
+        models = ModelCache(
+            registry, loader, settings.max_loaded_models, settings.max_loaded_model_bytes
+        )
+        return cls(settings, jobs, models)
 
     def warm(self) -> None:
         """Load the default model now, so the first task does not pay for it."""
@@ -55,6 +64,8 @@ class Runtime:
             self.models.get("default")
         except ServiceError as exc:  # the worker still serves other models, and says why
             log.error("default model not loaded: %s", exc.message)
+        except RedisError as exc:  # "default" may go through an alias: load it on first use
+            log.error("default model not loaded: aliases unreadable: %s", exc)
 
 
 _runtime: Runtime | None = None

@@ -1,8 +1,9 @@
 """Completion webhooks, worker side: the sweep that sends due deliveries, and one delivery.
 
 See `shared.webhooks` for the schedule. The sweep runs with the heartbeat (one worker at a time);
-a delivery runs as the `mlqueue.deliver_webhook` task on the `mlqueue.webhooks` queue, which
-workers take last, so deliveries never hold up predictions waiting in the queues.
+a delivery is the `mlqueue.deliver_webhook` task on the `mlqueue.webhooks` queue, which workers
+take last, and the task hands the HTTP call to a thread (`worker.webhook_tasks`), so deliveries
+never hold up predictions, however slow a receiver is.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _payload(
         "model": fields["model"],
         "version": fields["version"] or None,
         "error": error,
-        "result_url": f"/v1/jobs/{job_id}/result",
+        "result_url": f"{settings.public_url.rstrip('/')}/v1/jobs/{job_id}/result",
     }
     if fields["kind"] == "json" and fields["status"] == "succeeded":
         result = redis.hget(jobstore.job_key(job_id), "result")

@@ -362,3 +362,56 @@ def test_a_webhook_is_retried_with_backoff_and_delivered_signed(
     print(f"webhook: attempts at {times} s after submit (backoff base 1 s)")
     # Backed off 1 s, then 2 s, each +/- 20 % jitter (lower bounds: slowness cannot break them).
     assert times[1] - times[0] >= 0.8 and times[2] - times[1] >= 1.6
+
+
+class _Stalling(http.server.BaseHTTPRequestHandler):
+    """Holds every delivery until `release` is set, then accepts it."""
+
+    release = threading.Event()
+    held: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).held.append(json.loads(body)["job_id"])
+        type(self).release.wait(60)
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_slow_webhook_receivers_never_hold_up_predictions(
+    keyed_system: System, diabetes_rows: list[list[float]], model_dir: Path
+) -> None:
+    # More stalled deliveries than the worker has processes (2): were a delivery made in the
+    # task itself, every process would wait on the receiver and the next job with them.
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    _Stalling.release.clear()
+    _Stalling.held = []
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    free = {"Authorization": f"Bearer {KEY_FREE}"}
+    try:
+        with httpx.Client(base_url=keyed_system.base_url, timeout=30, headers=free) as http_:
+            hooked = [_submit(http_, diabetes_rows[i : i + 1], callback_url=url) for i in range(4)]
+            wait_for(lambda: len(_Stalling.held) >= 4, timeout=30)
+            rows = diabetes_rows[40:42]
+            job_id = _submit(http_, rows)
+            result = http_.get(f"/v1/jobs/{job_id}/result", params={"wait": 30})
+            # The job was served while every delivery was still held by the receiver.
+            states = [http_.get(f"/v1/jobs/{j}").json()["webhook"]["state"] for j in hooked]
+            assert not _Stalling.release.is_set() and states == ["pending"] * 4
+            assert result.status_code == 200
+            assert result.json()["data"] == [float(v) for v in estimator.predict(np.asarray(rows))]
+            _Stalling.release.set()
+            for j in hooked:
+                wait_for(
+                    lambda j=j: http_.get(f"/v1/jobs/{j}").json()["webhook"]["state"] == "delivered"
+                )
+    finally:
+        _Stalling.release.set()
+        receiver.shutdown()
+        receiver.server_close()

@@ -13,6 +13,7 @@ from gateway.state import GatewayState
 from shared.jobstore import WORKERS
 from shared.registry import Registry
 from shared.schemas import ModelInfo
+from shared.tasks import QUEUE_HIGH, QUEUE_LOW, WEBHOOK_QUEUE
 from tests.unit.conftest import FakePublisher
 
 ROW = [0.01 * i for i in range(10)]
@@ -46,6 +47,13 @@ def test_readyz_needs_a_worker_heartbeat(client: TestClient, server: fakeredis.F
         "queue_depth": 0,
         "model": "demo:1",
     }
+    # Jobs waiting at any priority count; webhook deliveries are not jobs.
+    redis = fakeredis.FakeRedis(server=server)
+    redis.rpush(QUEUE_HIGH, "h")
+    redis.rpush(QUEUE_LOW, "l1", "l2")
+    redis.rpush(WEBHOOK_QUEUE, "w")
+    assert client.get("/readyz").json()["checks"]["queue_depth"] == 3
+    redis.delete(QUEUE_HIGH, QUEUE_LOW, WEBHOOK_QUEUE)
 
 
 def test_readyz_says_redis_is_down(client: TestClient, server: fakeredis.FakeServer) -> None:

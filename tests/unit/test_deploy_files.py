@@ -255,11 +255,17 @@ def test_the_ha_compose_runs_two_data_nodes_and_three_sentinels_with_quorum_two(
         for option in ("--appendonly yes", "--min-replicas-to-write 1", "--min-replicas-max-lag"):
             assert option in script, (node, option)
         # A restarted node asks the sentinels for the master before it serves anything.
-        assert "sentinel get-master-addr-by-name mymaster" in script
+        assert 'sentinel "$$1" mymaster' in script and "ask get-master-addr-by-name" in script
+        # Its fixed address is what it announces (the sentinels know nodes by address).
+        address = services[node]["networks"]["default"]["ipv4_address"]
+        assert services[node]["environment"]["NODE"] == address
+        assert '--replica-announce-ip "$$NODE"' in script
+    first_master = services["redis"]["networks"]["default"]["ipv4_address"]
     sentinels = [name for name in services if name.startswith("sentinel-")]
     assert len(sentinels) == 3
     for name in sentinels:
-        assert "sentinel monitor mymaster redis 6379 2" in services[name]["command"][-1]
+        assert services[name]["environment"]["FIRST_MASTER"] == first_master
+        assert "sentinel monitor mymaster $$FIRST_MASTER 6379 2" in services[name]["command"][-1]
     for name in ("gateway", "worker"):
         settings = Settings(
             redis_sentinels=services[name]["environment"]["MLQUEUE_REDIS_SENTINELS"],

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
+import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
+from shared.jobstore import PREFIX
 from shared.settings import Settings
 from tests.unit.conftest import FakePublisher
 from worker.csv_chunks import score_chunk
@@ -126,3 +129,19 @@ def test_an_idle_stream_sends_heartbeat_comments(
             if comments == 2:
                 break
     assert comments == 2
+
+
+def test_the_bound_counts_streams_of_every_gateway_process(
+    client: TestClient, publisher: FakePublisher, server: fakeredis.FakeServer
+) -> None:
+    redis = fakeredis.FakeRedis(server=server)
+    slots = f"{PREFIX}:quota:event-streams:"  # the keyless owner's
+    job_id = client.post("/v1/jobs", json={"data": [ROW]}).json()["job_id"]
+    redis.zadd(slots, {"other-gateway-0": time.time() + 60, "other-gateway-1": time.time() + 60})
+    refused = client.get(f"/v1/jobs/{job_id}/events")
+    assert refused.status_code == 429 and "too many open event streams" in refused.text
+    redis.zadd(slots, {"other-gateway-1": time.time() - 1})  # that gateway died: lease over
+    assert read_events(client, job_id)[-1]["data"].count('"succeeded"') == 1
+    # The stream gave its slot back when it ended; the other gateway's is still held.
+    assert redis.zrange(slots, 0, -1) == [b"other-gateway-0"]
+    redis.delete(slots)

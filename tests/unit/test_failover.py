@@ -97,3 +97,22 @@ def test_after_a_node_died_the_outbox_resends_what_was_sent_before_without_the_g
     assert resender.sweep(before=died) == 1
     assert redis.zscore(jobstore.PENDING, "after") == pytest.approx(died + 1)
     assert sent == ["mlqueue.predict_batch"]
+
+
+def test_after_a_node_died_its_possibly_lost_jobs_go_again_even_behind_a_backlog() -> None:
+    redis = fakeredis.FakeRedis()
+    died = time.time() - 3
+    for job_id, sent_at in (("before", died - 1), ("after", died + 1)):
+        record = jobstore.new_record(job_id, kind="json", model="demo", n_rows=1)
+        record |= {"spec": "demo:1", "rows": "[[0.5]]"}
+        redis.hset(jobstore.job_key(job_id), mapping=record)
+        redis.zadd(jobstore.PENDING, {job_id: sent_at})
+    redis.lpush(QUEUE, b"a backlog that would take long to drain")
+    sent: list[str] = []
+    resender = Resender(redis, lambda *a: sent.append(a[0]), grace=20, interval=1)
+    assert resender.sweep() == 0  # no death: the backlog holds the sweep back
+    redis.delete(LOCK)
+    assert resender.sweep(before=died) == 1  # only what was sent before the death
+    assert sent == ["mlqueue.predict_batch"]
+    redis.delete(LOCK)
+    assert resender.sweep(before=died) == 0  # re-armed: once per death

@@ -50,11 +50,22 @@ def test_sentinels_give_celery_a_sentinel_url_per_node_with_password_and_db() ->
         "sentinel://:p%40ss@s3:26381/3"
     )
     assert urls.backend_url == urls.broker_url
-    expected = {"master_name": "jobs", "sentinel_kwargs": {"password": "sentinel-secret"}}
+    expected = {
+        "master_name": "jobs",
+        "sentinel_kwargs": {"password": "sentinel-secret"},
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 2,
+    }
     assert urls.broker_options == urls.backend_options == expected
     conf = create_celery(settings).conf
     assert conf.broker_url == urls.broker_url
     assert conf.broker_transport_options["master_name"] == "jobs"
+    # A master gone with its host closes nothing: no wait on it may be unbounded.
+    assert conf.broker_transport_options["socket_connect_timeout"] == settings.redis_timeout
+    assert conf.redis_socket_connect_timeout == settings.redis_timeout
+    assert conf.redis_socket_timeout == 5.0
     assert conf.broker_transport_options["visibility_timeout"] == settings.visibility_timeout
     assert conf.result_backend_transport_options["master_name"] == "jobs"
 

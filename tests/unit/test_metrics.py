@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.errors import InvalidInput
 from shared.settings import Settings
-from shared.tasks import PREDICT, QUEUE, SCORE_CHUNK
+from shared.tasks import PREDICT, QUEUE, QUEUE_HIGH, QUEUE_LOW, SCORE_CHUNK, WEBHOOK_QUEUE
 from worker import job_events, metrics
 
 ROW = [0.01 * i for i in range(10)]
@@ -79,6 +79,14 @@ def test_queue_depth_is_read_from_redis_at_scrape_time(
     assert value(text, "mlqueue_redis_up") == 1
     redis.lpop(QUEUE)
     assert value(scrape(client), "mlqueue_queue_depth", queue=QUEUE) == 2
+    # Every priority has its own series (and the webhook deliveries theirs).
+    redis.rpush(QUEUE_HIGH, "h")
+    redis.rpush(WEBHOOK_QUEUE, "w1", "w2")
+    text = scrape(client)
+    assert value(text, "mlqueue_queue_depth", queue=QUEUE_HIGH) == 1
+    assert value(text, "mlqueue_queue_depth", queue=QUEUE_LOW) == 0
+    assert value(text, "mlqueue_queue_depth", queue=WEBHOOK_QUEUE) == 2
+    redis.delete(QUEUE, QUEUE_HIGH, WEBHOOK_QUEUE)
 
 
 def test_redis_down_drops_the_depth_and_says_so(

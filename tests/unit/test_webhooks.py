@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from shared import webhooks
+from shared import jobstore, webhooks
 from shared.errors import InvalidInput
 from shared.settings import Settings
 from tests.unit.conftest import FakePublisher
@@ -198,3 +198,31 @@ def test_an_unfinished_job_is_looked_at_again_later(
 def test_backoff_doubles_with_bounded_jitter() -> None:
     assert [webhooks.backoff(a, 30, 0) for a in (1, 2, 3)] == [30, 60, 120]
     assert webhooks.backoff(2, 30, 1) == pytest.approx(72) and webhooks.backoff(2, 30, -1) == 48
+
+
+def test_a_retry_reports_to_the_same_receiver(
+    client: TestClient, server: fakeredis.FakeServer, receiver: str, publisher: FakePublisher
+) -> None:
+    publisher.run = False
+    old = client.post("/v1/jobs", json={"data": [ROW], "callback_url": receiver}).json()["job_id"]
+    assert client.delete(f"/v1/jobs/{old}").status_code == 200
+    new = client.post(f"/v1/jobs/{old}/retry").json()["job_id"]
+    view = client.get(f"/v1/jobs/{new}").json()
+    assert view["retry_of"] == old
+    assert view["webhook"] == {"state": "pending", "attempts": 0, "last_status": None}
+    redis = fakeredis.FakeRedis(server=server)
+    assert redis.hget(jobstore.job_key(new), "callback_url") == receiver.encode()
+
+
+def test_a_public_url_makes_result_url_absolute(
+    client: TestClient, settings: Settings, server: fakeredis.FakeServer, receiver: str
+) -> None:
+    redis = fakeredis.FakeRedis(server=server)
+    job_id = client.post("/v1/jobs", json={"data": [ROW], "callback_url": receiver}).json()[
+        "job_id"
+    ]
+    public = settings.model_copy(update={"public_url": "https://mlqueue.example.com/api/"})
+    Receiver.plan = []
+    assert deliver(redis, public, job_id) == "delivered"
+    payload = orjson.loads(Receiver.seen[-1]["body"])
+    assert payload["result_url"] == f"https://mlqueue.example.com/api/v1/jobs/{job_id}/result"
