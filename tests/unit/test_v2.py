@@ -182,3 +182,14 @@ def test_the_infer_example_answers_what_its_example_says(model_dir: Path) -> Non
     rows = np.asarray(ex.ROWS)
     expected = ex.INFER_RESPONSE["outputs"][0]["data"]  # type: ignore[index]
     assert [round(v, 2) for v in estimator.predict(rows).tolist()] == expected
+
+
+def test_an_alias_in_the_path_names_its_version(client: TestClient) -> None:
+    response = client.put("/v1/models/demo/aliases/staging", json={"version": 1})
+    assert response.status_code in (200, 201), response.text
+    assert client.get("/v2/models/demo@staging").json()["name"] == "demo"
+    status, body = infer(client, {"inputs": [tensor([[2.0] * N])]}, "/v2/models/demo@staging/infer")
+    assert status == 200, body
+    assert body["model_version"] == "1" and body["outputs"][0]["data"] == [2.0 * N]
+    status, body = infer(client, {"inputs": [tensor([[2.0] * N])]}, "/v2/models/demo@nope/infer")
+    assert status == 404 and "no alias 'nope'" in body["error"]
