@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.jobs import Jobs
 from gateway.tensors import rows_of
-from shared.errors import InvalidInput, MalformedRequest
+from shared.errors import InvalidInput, MalformedRequest, ModelNotFound
 from shared.oip import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -37,6 +37,9 @@ class InferenceV2:
 
     def resolve(self, name: str, version: str | None = None) -> ModelInfo:
         """The manifest of `name` (its newest version) or of `name` version `version`."""
+        if version is not None and not (version.isascii() and version.isdigit()):
+            # The path is the client's: "³" is a digit to str.isdigit, not to int().
+            raise ModelNotFound(f"unknown version {version[:20]!r} of model {name!r}", model=name)
         return self.registry.resolve(f"{name}:{version}" if version else name)
 
     def metadata(self, name: str, version: str | None = None) -> ModelMetadata:

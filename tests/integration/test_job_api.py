@@ -387,7 +387,7 @@ def test_slow_webhook_receivers_never_hold_up_predictions(
 ) -> None:
     # More stalled deliveries than the worker has processes (2): were a delivery made in the
     # task itself, every process would wait on the receiver and the next job with them.
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     _Stalling.release.clear()
     _Stalling.held = []
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)

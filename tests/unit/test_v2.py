@@ -193,3 +193,12 @@ def test_an_alias_in_the_path_names_its_version(client: TestClient) -> None:
     assert body["model_version"] == "1" and body["outputs"][0]["data"] == [2.0 * N]
     status, body = infer(client, {"inputs": [tensor([[2.0] * N])]}, "/v2/models/demo@nope/infer")
     assert status == 404 and "no alias 'nope'" in body["error"]
+
+
+@pytest.mark.parametrize("version", ["³", "1x", "%C2%B3", "-1"])
+def test_a_version_that_is_not_a_number_is_a_404(client: TestClient, version: str) -> None:
+    """Found by schemathesis: "³" passes str.isdigit but not int()."""
+    for suffix in ("", "/ready"):
+        response = client.get(f"/v2/models/demo/versions/{version}{suffix}")
+        assert response.status_code == 404, response.text
+        assert "unknown" in response.json()["error"]
