@@ -73,7 +73,7 @@ class Drill:
         train_demo(Registry(self.models, "demo"), "demo")
         self.pidfile = root / "sleepy.pid"
         add_model(self.models, "sleepy", Sleepy(2.0, pidfile=str(self.pidfile)))
-        self.demo = SklearnModel.load(self.models / "demo" / "1" / "model.joblib")
+        self.demo = SklearnModel.load(self.models / "demo" / "1" / "model.skops")
         rng = np.random.default_rng(0)
         self.rows = [rng.normal(0, 0.05, (int(n), 10)).tolist() for n in rng.integers(1, 11, 64)]
 

@@ -79,7 +79,11 @@ def head_to_head(
         if "mlqueue" in systems:
             try:
                 url = stack.enter_context(mlqueue_running(env, args, work))
-                targets += [("mlqueue_predict", url, "predict"), ("mlqueue", url, "jobs")]
+                targets += [
+                    ("mlqueue_predict", url, "predict"),
+                    ("mlqueue_v2", url, "v2"),  # the KServe V2 infer, over the same queue
+                    ("mlqueue", url, "jobs"),
+                ]
             except Exception as exc:  # MLServer is still measured, and the reverse
                 found["mlqueue"] = _failed("mlqueue", exc, work)
         if "mlserver" in systems:
@@ -108,8 +112,9 @@ def head_to_head(
                 rounds[part].append(loadgen(url, mode, cases, args.clients, args.duration))
         for part, url, mode in targets:
             found[part] = finish(url, mode, cases, args, median_round(rounds[part]))
-    if "mlqueue" in found and "mlqueue_predict" in found:
-        found["mlqueue"]["predict"] = found.pop("mlqueue_predict")
+    for sync in ("predict", "v2"):
+        if "mlqueue" in found and f"mlqueue_{sync}" in found:
+            found["mlqueue"][sync] = found.pop(f"mlqueue_{sync}")
     if "mlserver_setup" in found:
         found["mlserver"]["setup"] = found.pop("mlserver_setup")
     return found

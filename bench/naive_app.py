@@ -6,11 +6,13 @@ MLQUEUE_BENCH_MODEL=... MLQUEUE_BENCH_REDIS=... celery -A bench.naive_app worker
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from celery import Celery, signals
+
+from worker.sklearn_model import SklearnModel
 
 url = os.environ["MLQUEUE_BENCH_REDIS"]
 app = Celery("naive", broker=url, backend=url)
@@ -27,7 +29,8 @@ model: Any = None
 @signals.worker_process_init.connect
 def _load(**_: Any) -> None:
     global model
-    model = joblib.load(os.environ["MLQUEUE_BENCH_MODEL"])
+    # The plain estimator (scikit-learn's own `predict`), from the demo's skops file.
+    model = SklearnModel.load(Path(os.environ["MLQUEUE_BENCH_MODEL"]), fast=False).estimator
 
 
 @app.task(name="bench.naive_predict")

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="mlqueue-soak-"))
     train_demo(Registry(root / "models", "demo"), "demo")
-    model = SklearnModel.load(root / "models" / "demo" / "1" / "model.joblib")
+    model = SklearnModel.load(root / "models" / "demo" / "1" / "model.skops")
     rng = np.random.default_rng(0)
     pool = []
     for n in rng.integers(1, 11, POOL):

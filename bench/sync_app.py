@@ -1,18 +1,21 @@
 """The article's synchronous service, as a baseline: a `def` endpoint calling `model.predict`.
 
-MLQUEUE_BENCH_MODEL=models/demo/1/model.joblib uvicorn bench.sync_app:app
+MLQUEUE_BENCH_MODEL=models/demo/1/model.skops uvicorn bench.sync_app:app
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import joblib
 import numpy as np
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-model = joblib.load(os.environ["MLQUEUE_BENCH_MODEL"])
+from worker.sklearn_model import SklearnModel
+
+# The plain estimator (scikit-learn's own `predict`), read from the skops file the demo has.
+model = SklearnModel.load(Path(os.environ["MLQUEUE_BENCH_MODEL"]), fast=False).estimator
 app = FastAPI()
 
 

@@ -49,6 +49,7 @@ def rates(report: dict[str, Any]) -> dict[str, float | None]:
     """Jobs/s of every row, by row key."""
     return {
         "mlqueue_predict": _rate(_part(report, "mlqueue", "predict")),
+        "mlqueue_v2": _rate(_part(report, "mlqueue", "v2")),
         "mlqueue_jobs": _rate(_part(report, "mlqueue")),
         "mlserver": _rate(_part(report, "mlserver")),
         "sync_fastapi": _rate(_part(report, "sync_fastapi")),
@@ -69,12 +70,15 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "predict_vs_mlserver": _over(predict, r["mlserver"]),
         "predict_vs_sync_fastapi": _over(predict, r["sync_fastapi"]),
         "predict_vs_naive_celery": _over(predict, r["naive_celery"]),
+        "v2_vs_predict": _over(r["mlqueue_v2"], predict),
+        "v2_vs_mlserver": _over(r["mlqueue_v2"], r["mlserver"]),
         **direct_ratios(report),
     }
 
 
 HTTP_ROWS = (
     ("mlqueue /predict (1 request per job)", ("mlqueue", "predict"), "mlqueue_predict"),
+    ("mlqueue V2 infer (1 request per job)", ("mlqueue", "v2"), "mlqueue_v2"),
     ("mlqueue submit + long-poll result", ("mlqueue",), "mlqueue_jobs"),
     ("MLServer 1.7.1, adaptive batching", ("mlserver",), "mlserver"),
     ("article sync FastAPI /predict", ("sync_fastapi",), "sync_fastapi"),
@@ -318,7 +322,7 @@ def failures(report: dict[str, Any]) -> int:
         if isinstance(node, dict) and "error" in node:
             count += 1
     count += sum(ours["mismatches"] for ours, _ in direct_pairs(report))
-    for path in (("mlqueue",), ("mlqueue", "predict")):
+    for path in (("mlqueue",), ("mlqueue", "predict"), ("mlqueue", "v2")):
         part = _part(report, *path)
         if part is None:
             continue

@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlqueue-trace-cost-"))
     info = train_demo(Registry(work / "models", "demo"), "demo")
-    model_path = work / "models" / "demo" / info.version / "model.joblib"
+    model_path = work / "models" / "demo" / info.version / info.artifact
     X, _ = load_diabetes(return_X_y=True)
     expected = SklearnModel.load(model_path, fast=False).estimator.predict(X)
     cases = work / "cases.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +13,7 @@ from fastapi.routing import APIRoute
 from gateway import deps, errors, keys, traces
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
-from gateway.routes import csv_jobs, health, jobs, legacy, metrics, models, web
+from gateway.routes import csv_jobs, health, jobs, legacy, metrics, model_upload, models, v2, web
 from gateway.state import GatewayState
 from shared import gc_tuning, tracing
 from shared.logs import configure_logging
@@ -47,16 +48,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Every router but the probes and the web page needs an API key when keys are configured;
     # /metrics too, unless MLQUEUE_METRICS_PUBLIC.
-    for router in (jobs.router, csv_jobs.router, models.router, legacy.router):
+    keyed = (
+        jobs.router,
+        csv_jobs.router,
+        models.router,
+        model_upload.router,
+        legacy.router,
+        v2.router,
+    )
+    for router in keyed:
         app.include_router(router, dependencies=[Depends(deps.get_owner)], responses=UNAUTHORIZED)
     app.include_router(metrics.router, dependencies=[Depends(deps.metrics_access)])
-    for router in (health.router, web.router):
+    for router in (health.router, v2.probes, web.router):
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         per_path={"/v1/jobs/csv": settings.max_upload_bytes},
+        # The model file plus room for the multipart framing; the file alone is counted exactly.
+        per_pattern=[(re.compile(model_upload.UPLOAD_PATH), settings.max_model_bytes + 65536)],
     )
     app.add_middleware(MetricsMiddleware)  # outermost, so that it also counts the 413s
     traces.instrument(app)  # when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (docs/tracing.md)

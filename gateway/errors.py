@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
@@ -23,13 +25,16 @@ from shared.errors import (
     QueueUnavailable,
     RateLimited,
     ServiceError,
+    UnsupportedModelFormat,
     UploadStalled,
 )
 
 log = logging.getLogger(__name__)
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidInput: 422,
+    UnsupportedModelFormat: 415,
     MalformedRequest: 400,
     ModelNotFound: 422,  # the model is a field of the request body
     JobNotFound: 404,
@@ -122,6 +127,7 @@ async def http_error(_: Request, exc: Exception) -> JSONResponse:
 _TITLES = {
     400: "BadRequest",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
     408: "RequestTimeout",
     405: "MethodNotAllowed",
@@ -142,10 +148,34 @@ def where(loc: list[Any]) -> str:
     return ".".join(names) or "body"
 
 
+# The Open Inference Protocol's paths answer errors as `{"error": "..."}` (its clients read that),
+# with its codes: a bad tensor is a 400, an unknown model in the path a 404.
+V2_PREFIX = "/v2/"
+V2_STATUS = {"InvalidInput": 400, "ModelNotFound": 404, "UnsupportedMediaType": 400}
+
+
+def per_protocol(handler: Handler) -> Handler:
+    """`handler`, answering in the V2 protocol's error format under `/v2/`."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        response = await handler(request, exc)
+        if not request.url.path.startswith(V2_PREFIX):
+            return response
+        problem_body = orjson.loads(bytes(response.body))
+        status = V2_STATUS.get(problem_body.get("title", ""), response.status_code)
+        headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+        return JSONResponse({"error": problem_body.get("detail", "")}, status, headers)
+
+    return handle
+
+
+_KEPT_HEADERS = {"retry-after", "www-authenticate", "ratelimit", "ratelimit-policy"}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RedisError, redis_unavailable)
-    app.add_exception_handler(OperationalError, redis_unavailable)
+    app.add_exception_handler(ServiceError, per_protocol(service_error))
+    app.add_exception_handler(RequestValidationError, per_protocol(validation_error))
+    app.add_exception_handler(HTTPException, per_protocol(http_error))
+    app.add_exception_handler(RedisError, per_protocol(redis_unavailable))
+    app.add_exception_handler(OperationalError, per_protocol(redis_unavailable))

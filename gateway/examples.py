@@ -91,7 +91,7 @@ MODELS = {
             "estimator": "RandomForestRegressor",
             "metrics": {"r2": 0.44, "mae": 44.1},
             "sha256": "9c1b4f0e" * 8,
-            "artifact": "model.joblib",
+            "artifact": "model.skops",
         }
     ],
 }

@@ -391,11 +391,13 @@ class Jobs:
             next_cursor=None if after is None else str(after),
         )
 
-    async def predict_now_json(self, rows: list[list[float]], owner: str) -> bytes:
-        """The article's synchronous façade: submit rows to the default model and wait (bounded);
-        the predictions as the JSON array the worker stored."""
+    async def predict_now_json(
+        self, rows: list[list[float]], owner: str, model: str = "default"
+    ) -> bytes:
+        """The article's synchronous façade (and V2 `infer`'s): submit rows to `model` and wait
+        (bounded); the predictions as the JSON array the worker stored."""
         timeout = self.settings.sync_timeout
-        accepted = await self.submit(rows, "default", owner)
+        accepted = await self.submit(rows, model, owner)
         view, predictions = await self.wait(accepted.job_id, owner, timeout, just_submitted=True)
         if view.status is JobStatus.SUCCEEDED:
             return predictions or b"[]"

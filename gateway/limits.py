@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,16 +20,28 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Pure ASGI middleware: refuses bodies larger than a per-path limit (header or stream)."""
 
-    def __init__(self, app: ASGIApp, default: int, per_path: dict[str, int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default: int,
+        per_path: dict[str, int],
+        per_pattern: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
         self.app = app
         self.default = default
         self.per_path = per_path
+        self.per_pattern = per_pattern  # paths with parameters (`/v1/models/{name}/versions`)
+
+    def _limit(self, path: str) -> int:
+        if path in self.per_path:
+            return self.per_path[path]
+        return next((n for p, n in self.per_pattern if p.fullmatch(path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.default)
+        limit = self._limit(scope["path"])
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         # With Transfer-Encoding the body is read by its framing, whatever Content-Length says
         # (a parser that accepts both would let a small Content-Length front a huge body): count.

@@ -2,6 +2,8 @@
 
 ServiceError
 ├── InvalidInput        bad rows, columns or values
+│   ├── ModelRejected   an uploaded model file refused: untrusted types, wrong n_features...
+│   └── UnsupportedModelFormat  an uploaded file that is not a skops file (or a refused pickle)
 ├── MalformedRequest    a body that cannot be parsed at all (a broken multipart form)
 ├── JobNotFound         no such job (or not yours)
 ├── JobConflict         the job's state forbids the request
@@ -35,6 +37,16 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     """Raised when submitted rows are malformed: the message names the row and column."""
+
+
+class ModelRejected(InvalidInput):
+    """Raised when an uploaded model is refused: it holds untrusted types, has the wrong number
+    of features, or fails its smoke prediction; the message says which."""
+
+
+class UnsupportedModelFormat(InvalidInput):
+    """Raised when an uploaded model file is in a format that is not accepted (not skops, or a
+    pickle while pickle uploads are off)."""
 
 
 class MalformedRequest(ServiceError):

@@ -1,4 +1,4 @@
-"""The model registry on disk: `<root>/<name>/<version>/{model.joblib,manifest.json}`.
+"""The model registry on disk: `<root>/<name>/<version>/{model.skops|model.joblib,manifest.json}`.
 
 Versions are positive integers; a name alone means its newest version, "name:version" one version,
 "name@alias" the version an alias points at (`shared.aliases`), and "default" the settings' default
@@ -28,6 +28,8 @@ from shared.schemas import ModelInfo
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+SKOPS_SUFFIX = ".skops"
+ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive; a pickle never starts so
 # A leading dot is refused: ".." would leave the registry, and dot-folders are hidden by intent.
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
@@ -157,6 +159,10 @@ class Registry:
             self._resolved[spec] = (now, info)
         return info
 
+    def forget(self) -> None:
+        """Drop the resolved cache: the next `resolve` reads the folder (after an upload)."""
+        self._resolved.clear()
+
     def _resolve(self, spec: str) -> ModelInfo:
         name, _, version = spec.partition(":")
         name = self.default if name == "default" else name
@@ -177,12 +183,22 @@ class Registry:
         except OSError as exc:
             raise ModelError(f"model {info.name}:{info.version}: cannot read {path.name}") from exc
         digest = hashlib.sha256(data).hexdigest()
+        if info.artifact.endswith(SKOPS_SUFFIX) and not data.startswith(ZIP_MAGIC):
+            # Loaders pick skops or pickle by content: a file named as skops must be one.
+            raise ModelError(
+                f"model {info.name}:{info.version}: {info.artifact} is not a skops file "
+                "(not a zip archive); refusing to load it"
+            )
         if digest != info.sha256:
             raise ModelError(
                 f"model {info.name}:{info.version}: artifact sha256 {digest[:12]}... does not "
                 f"match the manifest's {info.sha256[:12]}...; refusing to load it"
             )
         return data
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of `name` that have a manifest, oldest first."""
+        return [str(v) for v in self._versions(name)] if _NAME.match(name) else []
 
     def next_version(self, name: str) -> str:
         """The version number a newly trained model of `name` gets."""
@@ -214,6 +230,11 @@ class Registry:
                 "version's folder (no path, no leading dot)"
             )
         return info
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether `name` may be a model's name (a folder of the registry)."""
+    return bool(_NAME.match(name)) and name != "default"
 
 
 def _is_bare_file_name(name: str) -> bool:

@@ -130,7 +130,9 @@ class Settings(BaseSettings):
 
     # --- Models -------------------------------------------------------------------------
     model_dir: Path = Path("models")
-    """Model registry root: `<name>/<version>/model.joblib` plus `manifest.json`."""
+    """Model registry root: `<name>/<version>/model.skops` (or `model.joblib`) plus
+    `manifest.json`. Workers write uploaded versions here (they need it writable and, across
+    hosts, shared); gateways only read it."""
     default_model: str = "demo"
     """The model that `"default"` names (through its `production` alias when it has one)."""
     max_loaded_models: int = Field(8, ge=0)
@@ -140,6 +142,13 @@ class Settings(BaseSettings):
     """Artifact bytes each worker process keeps loaded (the files' sizes, a rough measure of the
     memory they take); past it the least recently used versions are dropped, but never the one a
     job is using. 0: no limit."""
+    max_model_bytes: int = Field(256 * 1024**2, ge=1024, le=512 * 1024**2)
+    """Largest model file `POST /v1/models/{name}/versions` accepts; larger is a 413. The file
+    waits in Redis (at most 512 MiB, Redis' limit for one value) until a worker vets it."""
+    allow_pickle_uploads: bool = False
+    """Accept joblib/pickle model uploads as well as skops files. A pickle runs code when it is
+    loaded, so only turn this on when every admin key holder may run code on the workers; set
+    it alike on gateways and workers (each checks it)."""
 
     # --- Gateway ------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -21,6 +21,11 @@ priority by the queue it sends to (`queue_for("high")`), and a message sent with
     kwargs: `ScoreChunkKwargs` (built by `shared.csvjobs.task_kwargs`); the chunk's bytes
     travel by reference, in Redis.
 
+`mlqueue.models.verify` (queue `mlqueue.high`; internal: sent by the gateway for a model upload)
+    kwargs: `VerifyModelKwargs`; the file's bytes travel by reference, in Redis
+    (`shared.model_uploads`); the worker vets, smoke-tests and installs the version, and writes
+    the outcome (manifest or error) beside them.
+
 Traces (`shared.tracing`, when on): a caller's W3C context in the message headers is continued;
 the gateway's own messages also carry each job's context in their kwargs (`trace`), so that it
 survives a micro-batch (many jobs, one message) and a message sent again without headers.
@@ -53,6 +58,7 @@ PREDICT: Final = "mlqueue.predict"
 PREDICT_BATCH: Final = "mlqueue.predict_batch"
 SCORE_CHUNK: Final = "mlqueue.score_chunk"
 SHADOW: Final = "mlqueue.shadow"
+VERIFY_MODEL: Final = "mlqueue.models.verify"
 
 
 class PredictKwargs(TypedDict):
@@ -108,3 +114,11 @@ class ShadowKwargs(TypedDict):
     predictions: list[float]  # `model`'s answers, one per row
     model: str  # "name:version" that answered
     shadow: str  # "name:version" to compare with it
+
+
+class VerifyModelKwargs(TypedDict):
+    """The kwargs of `mlqueue.models.verify`: upload `upload_id` of a version of model `name`."""
+
+    upload_id: str
+    name: str
+    format: str  # "skops" or "pickle" (`shared.model_uploads.FORMATS`)

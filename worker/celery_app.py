@@ -14,6 +14,7 @@ from shared.logs import configure_logging
 from shared.redis_clients import sync_redis
 from shared.replication import ReplicaWait
 from shared.settings import get_settings
+from shared.tasks import VERIFY_MODEL
 from worker import failover, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
@@ -23,7 +24,10 @@ from worker.webhooks import WebhookSweep
 
 kombu_patch.apply()  # before any broker connection exists
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks"])
+app = create_celery(
+    settings,
+    include=["worker.tasks", "worker.csv_tasks", "worker.webhook_tasks", "worker.model_tasks"],
+)
 _heartbeat: Heartbeat | None = None
 _recorder: JobRecorder | None = None
 
@@ -108,13 +112,18 @@ def _stop_heartbeat(**_: Any) -> None:
 
 @signals.task_failure.connect
 def _record_hard_time_limit(
-    task_id: str, exception: BaseException, kwargs: dict[str, Any] | None = None, **_: Any
+    task_id: str,
+    exception: BaseException,
+    kwargs: dict[str, Any] | None = None,
+    sender: Any = None,
+    **_: Any,
 ) -> None:
     # A hard time limit kills the child before it can record anything: the main process does,
     # for the task's job, a CSV chunk's job, or every job of a batch message. (Soft limits and
     # other failures are recorded by the task itself, in the child; final states are sticky.)
     global _recorder
-    if not isinstance(exception, TimeLimitExceeded):
+    # A model upload is no job: its gateway answers 503 when no outcome comes.
+    if not isinstance(exception, TimeLimitExceeded) or getattr(sender, "name", "") == VERIFY_MODEL:
         return
     if _recorder is None:
         redis = sync_redis(settings, socket_timeout=5)

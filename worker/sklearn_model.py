@@ -11,6 +11,10 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
+from shared.errors import ModelError, ModelRejected
+from shared.registry import SKOPS_SUFFIX
+from worker import skops_format
+
 Matrix = npt.NDArray[np.float64]
 
 
@@ -42,8 +46,11 @@ class SklearnModel:
         return np.asarray(self.estimator.predict(X), dtype=np.float64)
 
     def save(self, path: Path) -> None:
-        """Dump the estimator with joblib."""
-        joblib.dump(self.estimator, path)
+        """Write the estimator: in the skops format for a `.skops` path, else with joblib."""
+        if path.suffix == SKOPS_SUFFIX:
+            path.write_bytes(skops_format.dump(self.estimator))
+        else:
+            joblib.dump(self.estimator, path)
 
     @classmethod
     def load(cls, path: Path, fast: bool = True) -> Self:
@@ -52,7 +59,17 @@ class SklearnModel:
 
     @classmethod
     def from_bytes(cls, data: bytes, fast: bool = True) -> Self:
-        """Load an estimator from the bytes of a file written by `save` (verified bytes only)."""
+        """Load an estimator from the bytes of a file written by `save` (verified bytes only).
+
+        A skops file (a zip archive) is loaded with its trusted types only; anything else is a
+        joblib pickle. The registry refuses a `.skops` artifact that is not a zip archive, so a
+        file named as skops never reaches pickle.
+        """
+        if skops_format.is_skops(data):
+            try:
+                return cls(skops_format.load(data), fast=fast)
+            except ModelRejected as exc:  # at serving time: the artifact cannot be trusted
+                raise ModelError(exc.message, **exc.details) from exc
         return cls(joblib.load(io.BytesIO(data)), fast=fast)
 
 

@@ -25,6 +25,8 @@ from shared.schemas import ModelInfo
 from shared.settings import get_settings
 from worker.sklearn_model import SklearnModel
 
+ARTIFACT = "model.skops"
+
 
 def train_demo(registry: Registry, name: str) -> ModelInfo:
     """Fit the demo model, write artifact and manifest atomically, return the manifest."""
@@ -39,7 +41,8 @@ def train_demo(registry: Registry, name: str) -> ModelInfo:
     # Build in a scratch folder and rename: a half-written version is never visible.
     scratch = Path(tempfile.mkdtemp(dir=registry.root / name, prefix=".tmp-"))
     scratch.chmod(0o755)  # mkdtemp makes it private; other users (containers) read it
-    model.save(scratch / "model.joblib")
+    # skops, not pickle: loading it rebuilds only trusted types (worker.skops_format).
+    model.save(scratch / ARTIFACT)
     info = ModelInfo(
         name=name,
         version=version,
@@ -52,7 +55,8 @@ def train_demo(registry: Registry, name: str) -> ModelInfo:
             "r2": round(float(r2_score(y_test, predicted)), 4),
             "mae": round(float(mean_absolute_error(y_test, predicted)), 4),
         },
-        sha256=sha256_file(scratch / "model.joblib"),
+        sha256=sha256_file(scratch / ARTIFACT),
+        artifact=ARTIFACT,
     )
     (scratch / MANIFEST).write_text(json.dumps(info.model_dump(mode="json"), indent=2) + "\n")
     os.rename(scratch, registry.root / name / version)

@@ -37,7 +37,7 @@ def test_every_concurrent_job_gets_exactly_its_own_predictions(
     rng = random.Random(7)
     jobs = [rng.sample(diabetes_rows, rng.randint(1, 10)) for _ in range(300)]
     results = asyncio.run(many_jobs(system.base_url, jobs))
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib", fast=False).estimator
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops", fast=False).estimator
     for rows, predictions in zip(jobs, results, strict=True):
         assert predictions == estimator.predict(np.asarray(rows)).tolist()
     batches = [json.loads(line) for line in system.worker_log.read_text().splitlines()

@@ -41,7 +41,7 @@ def run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
 
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> SklearnModel:
-    return SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    return SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
 
 
 def test_submit_csv_and_json_rows_from_stdin(

@@ -27,7 +27,7 @@ FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> SklearnModel:
-    return SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    return SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_feature_names_that_look_numeric_are_the_header(
     answer = http.get(f"/v1/jobs/{response.json()['job_id']}/result", params={"wait": 30})
     assert answer.status_code == 200, answer.text
     out = list(csv.reader(io.StringIO(answer.text)))
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     expected = estimator.predict(np.asarray(rows)).tolist()
     assert len(out) == 31  # the header line was not scored as a row
     assert [float(r[-1]) for r in out[1:]] == expected

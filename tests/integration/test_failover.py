@@ -65,7 +65,7 @@ def test_a_dead_nodes_message_is_requeued_once_and_its_job_completes(
             queue.close()
     answer = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
     assert answer.status_code == 200, answer.text
-    model = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    model = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     assert answer.json()["data"] == [float(v) for v in model.predict(np.asarray(rows))]
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> SklearnModel:
-    return SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    return SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
 
 
 def test_a_huge_integer_within_float32_is_predicted_not_a_500(

@@ -170,7 +170,7 @@ def test_a_job_stuck_running_is_sent_again_or_failed_never_left_running(
     # The reaper (a heartbeat chore of the worker) sends the first again: it succeeds.
     answer = http.get("/v1/jobs/stuck-once/result", params={"wait": 30})
     assert answer.status_code == 200, answer.text
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     assert answer.json()["data"] == [float(v) for v in estimator.predict(np.asarray(rows))]
     # The one out of attempts, and the one with nothing to send, fail saying why.
     failed = http.get("/v1/jobs/stuck-thrice/result", params={"wait": 30})

@@ -146,7 +146,7 @@ def _json(idempotency_key: str) -> dict[str, str]:
 def test_retry_of_a_cancelled_and_a_failed_job(
     system: System, http: httpx.Client, model_dir: Path, diabetes_rows: list[list[float]]
 ) -> None:
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     rows = diabetes_rows[10:15]
     redis = system.redis()
     with consumer_paused(system):
@@ -264,7 +264,7 @@ def _sse(
 def test_a_high_priority_job_overtakes_a_low_priority_csv_backlog(
     keyed_system: System, model_dir: Path, diabetes_rows: list[list[float]]
 ) -> None:
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     # 15 chunks of 50 000 lines (the default chunk size; under the 16 an upload may leave
     # unscored), enough to keep both worker processes busy for a while.
     block = "\n".join(",".join(f"{v:.4f}" for v in row) for row in diabetes_rows[:400])
@@ -325,7 +325,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def test_a_webhook_is_retried_with_backoff_and_delivered_signed(
     keyed_system: System, diabetes_rows: list[list[float]], model_dir: Path
 ) -> None:
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     _Receiver.seen = []
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -387,7 +387,7 @@ def test_slow_webhook_receivers_never_hold_up_predictions(
 ) -> None:
     # More stalled deliveries than the worker has processes (2): were a delivery made in the
     # task itself, every process would wait on the receiver and the next job with them.
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     _Stalling.release.clear()
     _Stalling.held = []
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)

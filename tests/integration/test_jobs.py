@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> SklearnModel:
-    return SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    return SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
 
 
 def expected(estimator: SklearnModel, rows: list[list[float]]) -> list[float]:

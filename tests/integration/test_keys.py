@@ -70,7 +70,7 @@ def test_ownerless_jobs_are_404_to_ordinary_keys_and_visible_to_admin_keys(
     task = app.send_task("mlqueue.predict", kwargs={"rows": rows}, queue="mlqueue")
     task.get(timeout=20)
     app.close()
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     with httpx.Client(base_url=keyed.base_url, timeout=30) as http:
         for method, path in [
             ("GET", f"/v1/jobs/{task.id}"),

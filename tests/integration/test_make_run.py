@@ -52,7 +52,7 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         processes.wait_until(lambda: _ready(base), 120, "make run /readyz", make)
         ready_after = time.monotonic() - started
         # The demo model was trained into the empty registry by `make run` itself.
-        model = SklearnModel.load(tmp_path / "models" / "demo" / "1" / "model.joblib")
+        model = SklearnModel.load(tmp_path / "models" / "demo" / "1" / "model.skops")
         rows = [[0.01 * (i + j) for j in range(10)] for i in range(3)]
         job = httpx.post(f"{base}/v1/jobs", json={"data": rows}).json()
         result = httpx.get(

@@ -27,7 +27,7 @@ def test_a_manifest_pointing_outside_its_folder_fails_the_job_not_loads_the_file
     http: httpx.Client, system: System, model_dir: Path, tmp_path: Path
 ) -> None:
     outside = tmp_path / "model.joblib"
-    shutil.copy(model_dir / "demo" / "1" / "model.joblib", outside)  # same bytes, same sha256
+    shutil.copy(model_dir / "demo" / "1" / "model.skops", outside)  # same bytes, same sha256
     folder = model_dir / "escape" / "1"
     folder.mkdir(parents=True)
     try:

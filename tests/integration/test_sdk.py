@@ -37,7 +37,7 @@ ALICE, BOB = API_KEYS
 
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> SklearnModel:
-    return SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    return SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def http(traced: tuple[System, Receiver]) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def estimator(models: Path) -> Any:
-    return SklearnModel.load(models / "demo" / "1" / "model.joblib", fast=False).estimator
+    return SklearnModel.load(models / "demo" / "1" / "model.skops", fast=False).estimator
 
 
 def one(spans: list[Span], name: str, **attributes: Any) -> Span:
@@ -225,7 +225,7 @@ def test_a_json_job_is_one_trace_from_request_to_prediction(
     job_id = submitted.json()["job_id"]
     answer = http.get(f"/v1/jobs/{job_id}/result", params={"wait": 20})
     assert answer.status_code == 200, answer.text
-    second = SklearnModel.load(models / "second" / "1" / "model.joblib", fast=False).estimator
+    second = SklearnModel.load(models / "second" / "1" / "model.skops", fast=False).estimator
     assert answer.json()["data"] == second.predict(np.asarray([row])).tolist()
     job = {tracing.JOB_ID: job_id}
     spans = received.until(

@@ -142,7 +142,7 @@ def test_upload_progress_and_download(
     table = list(csv.reader(io.StringIO(text)))
     assert table[0] == ["customer", "prediction"]
     assert [r[0] for r in table[1:]] == [f"c{i}" for i in range(len(rows))]
-    model = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    model = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     expected = model.predict(np.asarray(rows))
     assert [float(r[1]) for r in table[1:]] == pytest.approx(list(expected), rel=1e-12)
     # The job in the recent jobs table, finished, with its result link.
@@ -261,7 +261,7 @@ def test_a_real_401_asks_for_the_key_and_the_key_is_used(
             "document.getElementById('download').click()"
         )
         text = page.wait_for("window.__blobs.length && window.__blobs[0].text()")
-        model = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+        model = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
         got = [float(v) for v in text.split()[1:]]
         assert got == pytest.approx(list(model.predict(np.asarray(rows))), rel=1e-12)
         page.screenshot(ARTIFACTS / "web-page-keyed.png")

@@ -16,10 +16,11 @@ from gateway.app import create_app
 from gateway.state import GatewayState
 from shared.registry import Registry
 from shared.settings import Settings
-from shared.tasks import QUEUE, SCORE_CHUNK
+from shared.tasks import QUEUE, SCORE_CHUNK, VERIFY_MODEL
 from worker.csv_chunks import score_chunk
 from worker.jobs import JobRecorder
 from worker.model_cache import ModelCache
+from worker.model_install import verify_upload
 from worker.predict import run_batch
 from worker.runtime import Runtime
 
@@ -81,6 +82,10 @@ class FakePublisher:
         if self.run:
             if task == SCORE_CHUNK:
                 score_chunk(self.runtime, **kwargs)
+            elif task == VERIFY_MODEL:
+                rt = self.runtime
+                args = (kwargs["upload_id"], kwargs["name"], kwargs["format"])
+                verify_upload(rt.settings, rt.jobs.redis, rt.models.registry, *args)
             else:
                 run_batch(self.runtime, kwargs["jobs"], kwargs["model"])
 

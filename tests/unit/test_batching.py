@@ -139,7 +139,7 @@ def test_cancelled_and_finished_jobs_are_skipped(runtime: Runtime) -> None:
 def test_batched_predictions_equal_each_jobs_own_predict(
     runtime: Runtime, model_dir: Path, diabetes_rows: list[list[float]]
 ) -> None:
-    real = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    real = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     runtime.models._loader = lambda path: real  # type: ignore[assignment,return-value]
     sizes = [1, 3, 1, 7, 2, 10, 1]
     jobs, start = [], 0

@@ -230,7 +230,9 @@ def test_worker_is_scalable_and_everything_waits_for_a_healthy_redis() -> None:
         assert services[name]["depends_on"]["models"] == {
             "condition": "service_completed_successfully"
         }
-        assert "models:/app/models:ro" in services[name]["volumes"]
+    # Gateways only read the registry; workers install uploaded versions into it.
+    assert "models:/app/models:ro" in services["gateway"]["volumes"]
+    assert "models:/app/models" in services["worker"]["volumes"]
     assert services["flower"]["profiles"] == ["flower"]
 
 

@@ -93,7 +93,7 @@ def test_the_bytes_hashed_are_the_bytes_loaded(
     monkeypatch: pytest.MonkeyPatch,
     diabetes_rows: list[list[float]],
 ) -> None:
-    artifact = root / "demo" / "1" / "model.joblib"
+    artifact = root / "demo" / "1" / "model.skops"
     other_model(tmp_path / "swap.joblib")
     swap = (tmp_path / "swap.joblib").read_bytes()
     real_sha256 = hashlib.sha256
@@ -116,7 +116,7 @@ def test_the_bytes_hashed_are_the_bytes_loaded(
     _, model = ModelCache(Registry(root, "demo")).get("demo")
     monkeypatch.undo()
     X = np.asarray(diabetes_rows[:20])
-    genuine = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib")
+    genuine = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     assert artifact.read_bytes() == swap  # the file was swapped after hashing...
     # ...and the verified model was loaded anyway, not the swapped one.
     assert model.predict(X).tolist() == genuine.predict(X).tolist()

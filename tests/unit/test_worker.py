@@ -165,7 +165,7 @@ def test_the_real_model_predicts_like_scikit_learn(
 ) -> None:
     cache = ModelCache(Registry(model_dir, "demo"))
     _, model = cache.get("default")
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib").estimator
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops").estimator
     X = np.asarray(diabetes_rows[:50])
     assert model.predict(X).tolist() == estimator.predict(X).tolist()
     assert model.n_features == demo_info.n_features == 10
@@ -189,7 +189,7 @@ def test_registry_resolves_names_and_versions(model_dir: Path, tmp_path: Path) -
 def test_registry_refuses_a_tampered_artifact(model_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "m"
     shutil.copytree(model_dir, root)
-    artifact = root / "demo" / "1" / "model.joblib"
+    artifact = root / "demo" / "1" / "model.skops"
     artifact.write_bytes(artifact.read_bytes() + b"\x00")
     cache = ModelCache(Registry(root, "demo"), loader=lambda p: pytest.fail("must not load"))
     with pytest.raises(ModelError, match="does not match the manifest"):
