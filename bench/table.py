@@ -17,6 +17,15 @@ Cell = float | int | str | None
 
 # Issue 16's goals, shown beside the measured ratios (not asserted: a loaded box misses them).
 TARGETS = {"predict_vs_mlserver": 1.25, "jobs_vs_mlserver": 1.0}
+SYSTEM_KEYS = (
+    "mlqueue",
+    "mlserver",
+    "sync_fastapi",
+    "naive_celery",
+    "in_process",
+    "direct_mlqueue",
+)
+"""The report's parts, each an error record instead when its system failed."""
 DIRECT_TARGET = 3.0  # direct mlqueue.predict over naive Celery, for every sender count
 TARGET_P99_MS = 50.0
 
@@ -269,14 +278,7 @@ def notes(report: dict[str, Any]) -> list[str]:
     ]
     if shares:
         found.append("load generator CPU (cores): " + ", ".join(shares))
-    for key in (
-        "mlqueue",
-        "mlserver",
-        "sync_fastapi",
-        "naive_celery",
-        "in_process",
-        "direct_mlqueue",
-    ):
+    for key in SYSTEM_KEYS:
         node = report.get(key)
         if isinstance(node, dict) and "error" in node:
             found.append(f"{key} FAILED: {node['error']}")
@@ -310,14 +312,7 @@ def render(report: dict[str, Any]) -> tuple[str, str]:
 def failures(report: dict[str, Any]) -> int:
     """mlqueue's errors and wrong answers (wrong answers only, open loop), failed systems."""
     count = 0
-    for key in (
-        "mlqueue",
-        "mlserver",
-        "sync_fastapi",
-        "naive_celery",
-        "in_process",
-        "direct_mlqueue",
-    ):
+    for key in SYSTEM_KEYS:
         node = report.get(key)
         if isinstance(node, dict) and "error" in node:
             count += 1
