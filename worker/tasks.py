@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict[str, Any]:
     """The public `mlqueue.predict` task (kwargs: `shared.tasks.PredictKwargs`)."""
     with requeue_if_redis_is_away():
-        return run_job(runtime(), self.request.id, rows, model, _send_shadow)
+        return run_job(runtime(), self.request.id, rows, model, send_shadow)
 
 
 # The batch's own result is not needed (each job's outcome is in the job store): skip storing it.
@@ -32,7 +32,7 @@ def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict
 def predict_batch(jobs: list[BatchJob], model: str) -> dict[str, int]:
     """Several gateway jobs in one message (`shared.tasks.PredictBatchKwargs`)."""
     with requeue_if_redis_is_away(), traces.batch(jobs, model):
-        return run_batch(runtime(), jobs, model, _send_shadow)
+        return run_batch(runtime(), jobs, model, send_shadow)
 
 
 @app.task(name=SHADOW, ignore_result=True)
@@ -41,7 +41,8 @@ def shadow(rows: list[list[float]], predictions: list[float], model: str, shadow
     return compare(runtime(), rows, predictions, model, shadow)
 
 
-def _send_shadow(message: ShadowKwargs) -> None:
+def send_shadow(message: ShadowKwargs) -> None:
+    """Send one `mlqueue.shadow` message (never raises: the answers are stored already)."""
     # Low priority: shadow work waits behind every job that someone is waiting for.
     try:
         app.send_task(SHADOW, kwargs=dict(message), queue=QUEUE_LOW)

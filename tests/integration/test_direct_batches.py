@@ -60,7 +60,7 @@ def app(system: System) -> Iterator[Celery]:
 
 def sklearn_predictions(model_dir: Path, rows: list[list[float]]) -> list[float]:
     """What scikit-learn's own `predict` says for each row alone."""
-    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.joblib", fast=False).estimator
+    estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops", fast=False).estimator
     return [float(estimator.predict(np.asarray([row]))[0]) for row in rows]
 
 

@@ -306,6 +306,12 @@ def test_a_high_priority_job_overtakes_a_low_priority_csv_backlog(
         assert views[high]["finished_at"] < views[backlog]["finished_at"]
 
 
+class _JoiningServer(http.server.ThreadingHTTPServer):
+    # Closing the server waits for its handler threads, so no held request's socket outlives
+    # the test (a delivery retried after a timeout may still be in a handler at the end).
+    daemon_threads = False
+
+
 class _Receiver(http.server.BaseHTTPRequestHandler):
     """Fails the first two deliveries (500), accepts the rest; records each with its time."""
 
@@ -327,7 +333,7 @@ def test_a_webhook_is_retried_with_backoff_and_delivered_signed(
 ) -> None:
     estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     _Receiver.seen = []
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    receiver = _JoiningServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     rows = diabetes_rows[20:23]
@@ -390,7 +396,7 @@ def test_slow_webhook_receivers_never_hold_up_predictions(
     estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
     _Stalling.release.clear()
     _Stalling.held = []
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    receiver = _JoiningServer(("127.0.0.1", 0), _Stalling)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     free = {"Authorization": f"Bearer {KEY_FREE}"}
