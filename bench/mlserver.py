@@ -21,10 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import joblib
 import sklearn
 
 from devrun import processes
 from shared.registry import sha256_file
+from worker.sklearn_model import SklearnModel
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-mlserver"
@@ -70,6 +72,12 @@ def write_config(model_path: Path, sha256: str, folder: Path, ports: tuple[int, 
         raise RuntimeError(f"{model_path} does not match its manifest's sha256")
     http, grpc, metrics = ports
     (folder / MODEL).mkdir(parents=True, exist_ok=True)
+    if model_path.suffix != ".joblib":
+        # MLServer's scikit-learn runtime reads joblib files only; the demo model is saved in
+        # skops format. The same fitted estimator (loaded from the verified file) is handed over.
+        estimator = SklearnModel.load(model_path, fast=False).estimator
+        model_path = folder / MODEL / "model.joblib"
+        joblib.dump(estimator, model_path)
     settings = {
         "host": "127.0.0.1",
         "http_port": http,
