@@ -13,8 +13,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", responses={200: ex.answer("Alive.", {"status": "ok"})})
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is alive (no dependency is checked)."""
+    # async: a plain `def` route runs in the thread pool, a thread hop per probe.
     return {"status": "ok"}
 
 

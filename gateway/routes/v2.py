@@ -49,7 +49,7 @@ V2Dep = Annotated[InferenceV2, Depends(get_v2)]
 
 
 @probes.get("/live", responses={200: ex.answer("Alive.", ex.LIVE)})
-def live() -> ServerLive:
+async def live() -> ServerLive:
     """The server is live (nothing is checked)."""
     return ServerLive(live=True)
 

@@ -14,7 +14,7 @@ router = APIRouter(tags=["web"])
 
 
 @router.get("/", include_in_schema=False)
-def index() -> FileResponse:
+async def index() -> FileResponse:
     """The page: models, CSV upload with progress, download of the predictions."""
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
