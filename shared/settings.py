@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     """Most `mlqueue.predict` tasks, sent directly to Celery, that a worker runs as one batch
     (one model call and one round trip per store, each task keeping its own result). 64, as in
     adaptive-batching model servers: past it the per-batch cost is already a few per cent of
-    the per-task cost, and a worker reserves up to this many times (concurrency + 1) messages."""
+    the per-task cost, and a worker reserves up to this many times (concurrency + 1) messages
+    (of direct tasks, and as many of the gateway's micro-batches, `worker.batch_strategy`)."""
     direct_batch_wait_ms: float = Field(2.0, ge=0)
     """How long a worker holds the first direct task of a batch for more to arrive while no batch
     runs (while one runs, the next grows until it ends): the latency batching adds at low load,

@@ -1,257 +1,84 @@
 """Direct `mlqueue.predict` tasks coalesced in the worker's consumer, as celery-batches does.
 
-Celery hands each message it receives to its task's `Strategy`; the default one sends each
-task to the pool on its own. This one (the task's `Strategy`, see `worker.tasks`) keeps plain
-direct tasks in a buffer in the consumer (the worker's main process) and sends them to a pool
-process as one job (`worker.direct_batch`) when the buffer holds `direct_batch_max` tasks, or,
-while no batch runs, when the first task has waited `direct_batch_wait_ms`. While a batch runs
-the buffer fills and goes when it ends, so batches grow with the load and cost no wait under it.
-
-What stays as it was for each task: its message is acknowledged only once its result is stored
-(or handed back when Redis is away), and on the pool's errors Celery's own per-request handling
-runs for each task: a pool process killed or lost hands every message of its batch back
-(`task_reject_on_worker_lost`), a hard time limit fails each task and its job
-(`worker.celery_app`'s handler of `task_failure`). The batch runs under the app's time limits.
+The task's `Strategy` (see `worker.tasks`) keeps plain direct tasks in a buffer in the consumer
+and sends them to a pool process as one job (`worker.direct_batch`) when the buffer holds
+`direct_batch_max` tasks, or, while no batch runs, when the first task has waited
+`direct_batch_wait_ms`. While a batch runs the buffer fills and goes when it ends, so batches
+grow with the load and cost no wait under it. `worker.coalesce` holds the machinery (and what
+stays as it was for each message: acknowledgement, failures, time limits, failover, prefetch).
 
 Unlike celery-batches (pinned to Celery < 5.7), only Celery's public strategy and request
 classes are used, and anything but a plain message takes Celery's default path unchanged: a
 countdown or ETA, its own time limits, callbacks, a group or chord, a trace context in its
 headers (so that its spans keep their shape), positional args or unknown kwargs (so that Celery
 reports them as it always has).
-
-Failover (`worker.failover`): the node records the messages of a batch as held when the batch
-goes to the pool, in one round trip, rather than each on receipt (each write would block the
-consumer); a message still buffered when its node dies comes back after the visibility timeout.
-
-Prefetch: a buffered or running batched message is unacknowledged, and would hold one of the
-consumer's few prefetch slots (`worker_prefetch_multiplier` 1): the buffer could never fill.
-Each batched message therefore raises the consumer's prefetch by one until it is acknowledged,
-up to `direct_batch_max x (pool processes + 1)` messages (a batch per process and one filling),
-the way Celery does for tasks that wait for their ETA.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, Task, signals
-from celery.utils.imports import symbol_by_name
-from celery.worker.request import Request, create_request_cls
-from celery.worker.state import task_ready, task_reserved
-from celery.worker.strategy import default
-from kombu.asynchronous.timer import Entry
+from celery import Celery, Task
+from celery.worker.request import Request
 
 from shared.settings import get_settings
-from worker import failover
+from worker.coalesce import Batcher, Handler, Kind, handler
 from worker.direct_batch import execute
 from worker.direct_tasks import DirectTask
 
-log = logging.getLogger(__name__)
 PLAIN_KWARGS = frozenset({"rows", "model"})
 EMBEDDED = ("callbacks", "errbacks", "chain", "chord")
-Handler = Callable[..., Any]
+
+
+def plain(payload: Any, headers: dict[str, Any]) -> dict[str, Any] | None:
+    """A protocol-2 message's kwargs when nothing but kwargs asks for Celery's own handling:
+    no positional args, callbacks, chain or chord, ETA, own time limits, group, shadow name
+    or trace context; else None."""
+    try:
+        args, kwargs, embed = payload
+    except (TypeError, ValueError):
+        return None
+    if (
+        args
+        or not isinstance(kwargs, dict)
+        or any((embed or {}).get(key) for key in EMBEDDED)
+        or headers.get("eta")
+        or any(headers.get("timelimit") or ())
+        or headers.get("group")
+        or headers.get("shadow")
+        or "traceparent" in headers
+    ):
+        return None
+    return kwargs
 
 
 def batchable(payload: Any, headers: dict[str, Any]) -> bool:
     """Whether a message is a plain direct task (see the module's docstring)."""
-    try:
-        args, kwargs, embed = payload
-    except (TypeError, ValueError):
-        return False
+    kwargs = plain(payload, headers)
     return (
-        not args
-        and isinstance(kwargs, dict)
+        kwargs is not None
         and "rows" in kwargs
         and PLAIN_KWARGS.issuperset(kwargs)
         and isinstance(kwargs.get("model", ""), str)
-        and not any((embed or {}).get(key) for key in EMBEDDED)
-        and not headers.get("eta")
-        and not any(headers.get("timelimit") or ())
-        and not headers.get("group")
-        and not headers.get("shadow")
-        and "traceparent" not in headers
     )
+
+
+def pack(req: Request) -> DirectTask:
+    """What a pool process needs of one direct task."""
+    return DirectTask(req.id, req.request_dict, req.kwargs)
+
+
+DIRECT = Kind("direct", batchable, pack, execute)
 
 
 def strategy(task: Task, app: Celery, consumer: Any, **options: Any) -> Handler:
     """The task's message handler in the consumer: `task.Strategy`."""
-    fallback = default(task, app, consumer, **options)
     settings = get_settings()
     batcher = Batcher(
         consumer,
         max_size=settings.direct_batch_max,
         wait=settings.direct_batch_wait_ms / 1000,
         time_limits=(app.conf.task_soft_time_limit, app.conf.task_time_limit),
+        kind=DIRECT,
     )
-    Req = create_request_cls(
-        symbol_by_name(task.Request),
-        task,
-        consumer.pool,
-        consumer.hostname,
-        consumer.event_dispatcher,
-        app=app,
-    )
-    revoked = consumer.controller.state.revoked
-    utc = app.uses_utc_timezone()
-
-    def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
-        # Protocol 2 messages only (`body` is None for them); Celery converts older ones.
-        if body is not None or "args" in message.payload:
-            return fallback(message, body, ack, reject, callbacks, **kw)
-        headers = message.headers
-        if not batchable(message.payload, headers):
-            return fallback(message, body, ack, reject, callbacks, **kw)
-        req = Req(
-            message,
-            on_ack=ack,
-            on_reject=reject,
-            app=app,
-            hostname=consumer.hostname,
-            eventer=consumer.event_dispatcher,
-            task=task,
-            connection_errors=consumer.connection_errors,
-            body=message.body,
-            headers=headers,
-            decoded=False,
-            utc=utc,
-        )
-        if (req.expires or req.id in revoked) and req.revoked():
-            return None
-        setattr(req, failover.RECORDED_LATER, True)  # with its batch, see `Batcher._send`
-        signals.task_received.send(sender=consumer, request=req)
-        task_reserved(req)
-        if callbacks:
-            for callback in callbacks:
-                callback(req)
-        batcher.add(req)
-        return None
-
-    return handle
-
-
-class Batcher:
-    """The consumer's buffer of direct tasks and the batches it has sent to the pool."""
-
-    def __init__(
-        self,
-        consumer: Any,
-        max_size: int,
-        wait: float,
-        time_limits: tuple[float | None, float | None],
-    ) -> None:
-        self.consumer = consumer  # its `qos` is made after the strategies: read it when used
-        self.pool = consumer.pool
-        self.timer = consumer.timer
-        self.max_size = max_size
-        self.wait = wait
-        self.soft_limit, self.hard_limit = time_limits
-        self.processes = max(1, int(getattr(self.pool, "num_processes", None) or 1))
-        self.max_raised = max_size * (self.processes + 1)
-        self.buffer: list[tuple[Request, bool]] = []  # (request, raised the prefetch)
-        self.first_at = 0.0
-        self.running = 0  # batches sent to the pool and not yet ended
-        self.raised = 0  # prefetch slots added for batched messages not yet acknowledged
-        self._timer: Entry | None = None
-
-    def add(self, req: Request) -> None:
-        """Buffer one task; send a batch if one is due."""
-        raise_prefetch = self.raised < self.max_raised
-        if raise_prefetch:
-            self.raised += 1
-            self.consumer.qos.increment_eventually()
-        if not self.buffer:
-            self.first_at = time.monotonic()
-        self.buffer.append((req, raise_prefetch))
-        self._send_due()
-
-    def _send_due(self) -> None:
-        # A full batch goes to any free process; one not full only when no batch is running
-        # (else the running batch's end sends it, grown meanwhile): under load the consumer,
-        # not the pool, is the bottleneck, and half-empty batches on every free process
-        # would spend the cores it needs on per-batch costs.
-        while self.buffer and self.running < self.processes:
-            full = len(self.buffer) >= self.max_size
-            due = self.running == 0 and time.monotonic() - self.first_at >= self.wait
-            if not (full or due):
-                break
-            batch, self.buffer = self.buffer[: self.max_size], self.buffer[self.max_size :]
-            self._send(batch)
-        if self.buffer and self._timer is None and self.running == 0:
-            delay = max(0.0, self.first_at + self.wait - time.monotonic())
-            self._timer = self.timer.call_after(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._send_due()
-
-    def _send(self, batch: list[tuple[Request, bool]]) -> None:
-        raised = sum(1 for _, r in batch if r)
-        # Revoked (or expired) while buffered: Celery records and acknowledges them here.
-        revoked = self.consumer.controller.state.revoked
-        requests = [
-            req for req, _ in batch if not ((req.expires or req.id in revoked) and req.revoked())
-        ]
-        if not requests:
-            self.running += 1
-            self._ended(raised)
-            return
-        tasks = [DirectTask(req.id, req.request_dict, req.kwargs) for req in requests]
-        failover.received_many([str(req.message.delivery_tag) for req in requests])
-        self.running += 1
-
-        def accepted(pid: int, time_accepted: float) -> None:
-            for req in requests:
-                req.on_accepted(pid, time_accepted)
-
-        def ended(handed_back: bool) -> None:
-            for req in requests:
-                task_ready(req, successful=not handed_back)
-                if handed_back:  # Redis was away: run them again later, as `worker.requeue`
-                    req.reject(requeue=True)
-                else:
-                    req.acknowledge()
-            self._ended(raised)
-
-        def failed(exc_info: Any) -> None:
-            # The pool process died, hit the hard time limit, or the batch raised: Celery's
-            # own handling, request by request (requeue, or fail and acknowledge).
-            for req in requests:
-                req.on_failure(exc_info)
-            self._ended(raised)
-
-        def timed_out(soft: bool, timeout: float) -> None:
-            # As Celery logs it for a task (the pool process is killed past the hard limit).
-            kind = "Soft" if soft else "Hard"
-            log.log(
-                logging.WARNING if soft else logging.ERROR,
-                "%s time limit (%ss) exceeded for a direct batch of %d tasks",
-                kind, timeout, len(requests),
-            )  # fmt: skip
-
-        try:
-            self.pool.apply_async(
-                execute,
-                args=(tasks,),
-                accept_callback=accepted,
-                callback=ended,
-                error_callback=failed,
-                timeout_callback=timed_out,
-                soft_timeout=self.soft_limit,
-                timeout=self.hard_limit,
-            )
-        except Exception:  # the pool is closing (shutdown): the messages go back to the queue
-            log.exception("could not send a direct batch to the pool")
-            for req in requests:
-                task_ready(req, successful=False)
-                req.reject(requeue=True)
-            self._ended(raised)
-
-    def _ended(self, raised: int) -> None:
-        self.running -= 1
-        if raised:
-            self.raised -= raised
-            self.consumer.qos.decrement_eventually(raised)
-        self._send_due()
+    return handler(task, app, consumer, DIRECT, batcher, **options)

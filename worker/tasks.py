@@ -28,7 +28,9 @@ def predict(self: Task, rows: list[list[float]], model: str = "default") -> dict
 
 
 # The batch's own result is not needed (each job's outcome is in the job store): skip storing it.
-@app.task(name=PREDICT_BATCH, ignore_result=True)
+# The gateway's messages are coalesced in the consumer (`worker.batch_strategy`); this body runs
+# any other message sent under this name.
+@app.task(name=PREDICT_BATCH, ignore_result=True, Strategy="worker.batch_strategy:strategy")
 def predict_batch(jobs: list[BatchJob], model: str) -> dict[str, int]:
     """Several gateway jobs in one message (`shared.tasks.PredictBatchKwargs`)."""
     with requeue_if_redis_is_away(), traces.batch(jobs, model):

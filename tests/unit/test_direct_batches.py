@@ -18,9 +18,10 @@ from shared import jobstore
 from shared.celery_app import create_celery
 from shared.settings import Settings
 from worker import failover
+from worker.coalesce import Batcher
 from worker.direct_batch import run_direct_batch
 from worker.direct_results import context
-from worker.direct_strategy import Batcher, batchable
+from worker.direct_strategy import DIRECT, batchable
 from worker.direct_tasks import DirectTask
 from worker.runtime import Runtime
 
@@ -130,7 +131,7 @@ class FakeConsumer:
 
 def batcher(max_size: int = 3, wait: float = 0.002) -> tuple[Batcher, FakeConsumer]:
     consumer = FakeConsumer()
-    return Batcher(consumer, max_size, wait, (5, 7)), consumer
+    return Batcher(consumer, max_size, wait, (5, 7), DIRECT), consumer
 
 
 def add(b: Batcher, first: int, n: int) -> list[FakeRequest]:
