@@ -10,8 +10,7 @@ from gateway.aliases import Aliases
 from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.jobs import Jobs
-from gateway.publisher import CeleryPublisher, Publisher
-from shared.celery_app import create_celery
+from gateway.publisher import BrokerPublisher, Publisher
 from shared.redis_clients import async_redis
 from shared.registry import Registry
 from shared.settings import Settings
@@ -41,7 +40,7 @@ class GatewayState:
                 health_check_interval=30,
             )
         if publisher is None:
-            publisher = CeleryPublisher(create_celery(settings))
+            publisher = BrokerPublisher(redis)
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
         events = JobEvents(redis)
         jobs = Jobs(settings, registry, redis, events, publisher)
@@ -58,10 +57,8 @@ class GatewayState:
         self.aliases.start()
 
     async def close(self) -> None:
-        """Send what is pending, stop listening, close the broker and Redis connections."""
+        """Send what is pending, stop listening, close the Redis connections (the broker's too)."""
         await self.aliases.stop()
         await self.jobs.close()
         await self.events.stop()
-        if isinstance(self.jobs.publisher, CeleryPublisher):
-            self.jobs.publisher.close()
         await self.redis.aclose()

@@ -21,10 +21,9 @@ UNTRACED_URLS = "/healthz,/readyz,/metrics"
 
 
 def instrument(app: FastAPI) -> None:
-    """Trace `app`'s requests, Redis commands and task publishing, when tracing is configured."""
+    """Trace `app`'s requests and Redis commands, when tracing is configured."""
     if not tracing.setup(tracing.GATEWAY):
         return
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -34,9 +33,8 @@ def instrument(app: FastAPI) -> None:
     )
     if not RedisInstrumentor().is_instrumented_by_opentelemetry:
         RedisInstrumentor().instrument()
-    # Injects the W3C context into each message's headers (`apply_async/<task>` spans).
-    if not CeleryInstrumentor().is_instrumented_by_opentelemetry:
-        CeleryInstrumentor().instrument()
+    # The gateway writes its task messages itself (`gateway.publisher`), making the
+    # `apply_async/<task>` span and header that Celery's instrumentation would.
 
 
 def batch_span(
