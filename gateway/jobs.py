@@ -129,10 +129,11 @@ class Jobs:
         owner: str,
         extra: Mapping[str, str] | None = None,
         priority: str = "normal",
+        job_id: str | None = None,
     ) -> JobAccepted:
         """Validate `rows` for `model`, record the job (with `extra` fields), enqueue it;
-        returns the accepted job."""
-        job_id = str(uuid.uuid4())
+        returns the accepted job (`job_id`: its id, made here if not given)."""
+        job_id = job_id or str(uuid.uuid4())
         await self.aliases.ensure()
         # An alias that splits traffic picks the version from the job id.
         pinned = self.registry.pin(model, job_id)
@@ -261,21 +262,29 @@ class Jobs:
         return await self.listing.page(owner, limit, cursor, status, kind)
 
     async def wait(
-        self, job_id: str, owner: str, timeout: float, just_submitted: bool = False
+        self,
+        job_id: str,
+        owner: str,
+        timeout: float,
+        finished: asyncio.Event | None = None,
     ) -> tuple[JobView, bytes | None]:
         """The job's view (and predictions) once it has finished, or after `timeout` seconds.
         A wait holds one of the owner's long-poll slots (`RateLimited` when none is free).
-        A job `just_submitted` by this caller is not read before the wait begins: it cannot
-        have finished yet, and the wait's own first read would catch it if it had."""
+        `finished`: the caller's subscription to the job's end, taken before it submitted the
+        job; then no end can be missed, and the job is first read when it is announced (or
+        after a second) rather than at once: one Redis round trip less per job."""
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        if not (just_submitted and seconds > 0):
+        if not (finished is not None and seconds > 0):
             view, predictions = await self._read(job_id, owner, deadline)
             if view.status.finished or seconds <= 0:
                 return view, predictions
         async with self.quotas.long_poll(owner, seconds):
-            return await self._wait(job_id, owner, deadline)
+            if finished is not None:
+                return await self._wait(job_id, owner, deadline, finished, read_first=False)
+            with self.events.subscription(job_id) as event:
+                return await self._wait(job_id, owner, deadline, event)
 
     async def _read(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         """The job's view and predictions. A Redis error (a restart or failover under a long
@@ -290,19 +299,29 @@ class Jobs:
                     raise
                 await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
 
-    async def _wait(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
+    async def _wait(
+        self,
+        job_id: str,
+        owner: str,
+        deadline: float,
+        finished: asyncio.Event,
+        read_first: bool = True,
+    ) -> tuple[JobView, bytes | None]:
         loop = asyncio.get_running_loop()
         timeout = round(deadline - loop.time(), 3)
         attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
-        with tracing.span("mlqueue.wait", attributes), self.events.subscription(job_id) as finished:
+        with tracing.span("mlqueue.wait", attributes):
             while True:
-                view, predictions = await self._read(job_id, owner, deadline)
-                remaining = deadline - loop.time()
-                if view.status.finished or remaining <= 0:
-                    return view, predictions
+                if read_first:
+                    view, predictions = await self._read(job_id, owner, deadline)
+                    remaining = deadline - loop.time()
+                    if view.status.finished or remaining <= 0:
+                        return view, predictions
+                read_first = True
                 # Re-read at least every second, in case an event was missed while reconnecting.
+                remaining = deadline - loop.time()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(finished.wait(), min(remaining, 1.0))
+                    await asyncio.wait_for(finished.wait(), max(0.0, min(remaining, 1.0)))
                 finished.clear()
 
     async def open_events(
@@ -397,8 +416,10 @@ class Jobs:
         """The article's synchronous façade (and V2 `infer`'s): submit rows to `model` and wait
         (bounded); the predictions as the JSON array the worker stored."""
         timeout = self.settings.sync_timeout
-        accepted = await self.submit(rows, model, owner)
-        view, predictions = await self.wait(accepted.job_id, owner, timeout, just_submitted=True)
+        job_id = str(uuid.uuid4())
+        with self.events.subscription(job_id) as finished:  # before the job can end
+            accepted = await self.submit(rows, model, owner, job_id=job_id)
+            view, predictions = await self.wait(job_id, owner, timeout, finished)
         if view.status is JobStatus.SUCCEEDED:
             return predictions or b"[]"
         if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
