@@ -247,7 +247,7 @@ def notes(report: dict[str, Any]) -> list[str]:
         found.append(
             "per round, in turns (the rows above are each system's median round): "
             + "; ".join(
-                f"{k} {', '.join(f'{x}x' for x in v)} (median {statistics.median(v)}x)"
+                f"{k} {', '.join(f'{x}x' for x in v)} (median {statistics.median(v):.3g}x)"
                 for k, v in rounds.items()
             )
         )
