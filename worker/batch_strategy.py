@@ -28,7 +28,7 @@ from shared.tasks import BatchJob, PredictBatchKwargs
 from worker import traces
 from worker.coalesce import Batcher, Handler, Kind, handler
 from worker.direct_strategy import plain
-from worker.failures import hand_back
+from worker.failures import ran_or_handed_back
 from worker.predict import run_batch
 from worker.runtime import Runtime, runtime
 from worker.shadow import ShadowSender
@@ -85,17 +85,13 @@ def run_messages(
         group = groups.setdefault(message["model"], {})
         for job in message["jobs"]:
             group.setdefault(job["id"], job)
-    try:
+
+    def run() -> None:
         for model, jobs in groups.items():
             with traces.batch(jobs.values(), model):
                 run_batch(rt, list(jobs.values()), model, on_shadow)
-    except Exception as exc:
-        if not hand_back(exc):
-            raise
-        log.warning(
-            "batches handed back: Redis unavailable",
-            extra={"messages": len(messages), "error_type": type(exc).__name__},
-        )
+
+    if ran_or_handed_back(run, "batches", {"messages": len(messages)}):
         return True
     log.info(
         "batches done",

@@ -24,7 +24,7 @@ from shared.tasks import BatchJob
 from worker import direct_results, observe
 from worker.direct_results import Outcome
 from worker.direct_tasks import DirectTask
-from worker.failures import classify, hand_back, task_error
+from worker.failures import classify, ran_or_handed_back, task_error
 from worker.job_events import failed_labels
 from worker.predict import Failures, already_ended, predict_together, stored_failures
 from worker.runtime import Runtime, runtime
@@ -57,17 +57,13 @@ def run_direct_batch(
     for task in tasks:  # a task id sent twice runs once here: both messages get its outcome
         groups.setdefault(task.model, {}).setdefault(task.id, task)
     outcomes: dict[str, Outcome] = {}
-    try:
+
+    def run() -> None:
         for model, group in groups.items():
             outcomes.update(_run_model(rt, model, group, on_shadow))
         direct_results.store(backend, tasks, outcomes)
-    except Exception as exc:
-        if not hand_back(exc):
-            raise
-        log.warning(
-            "direct batch handed back: Redis unavailable",
-            extra={"tasks": len(tasks), "error_type": type(exc).__name__},
-        )
+
+    if ran_or_handed_back(run, "direct batch", {"tasks": len(tasks)}):
         return True
     log.info(
         "direct batch done",

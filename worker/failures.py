@@ -7,14 +7,18 @@ the exception its task ends with, never depend on which path the job took.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from shared.errors import ServiceError
 from shared.replication import redis_is_away
+
+log = logging.getLogger(__name__)
 
 TIME_LIMIT = "TimeLimitExceeded"
 
@@ -35,6 +39,22 @@ class JobFailure:
     def stored(self) -> tuple[str, str]:
         """(type, message), as the job store takes them."""
         return self.type, self.message
+
+
+def ran_or_handed_back(body: Callable[[], None], what: str, extra: Mapping[str, Any]) -> bool:
+    """Run a batch's `body`; True if Redis failed under it and every message of the batch must
+    be handed back (logged, naming `what`), False once it ran; any other error is raised."""
+    try:
+        body()
+    except Exception as exc:
+        if not hand_back(exc):
+            raise
+        log.warning(
+            f"{what} handed back: Redis unavailable",
+            extra={**extra, "error_type": type(exc).__name__},
+        )
+        return True
+    return False
 
 
 def hand_back(exc: BaseException) -> bool:
