@@ -15,7 +15,7 @@ from shared.redis_clients import sync_redis
 from shared.replication import ReplicaWait
 from shared.settings import get_settings
 from shared.tasks import VERIFY_MODEL
-from worker import failover, job_events, kombu_patch, metrics, runtime
+from worker import failover, forest_kernel, job_events, kombu_patch, metrics, runtime
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobRecorder
 from worker.reaper import Reaper
@@ -41,6 +41,12 @@ def _setup_logging(**_: Any) -> None:
 def _setup_metrics(**_: Any) -> None:
     # In the main process, before the pool forks: children inherit the multiprocess directory.
     metrics.setup(settings)
+
+
+@signals.worker_init.connect
+def _compile_forest_walk(**_: Any) -> None:
+    # Before the pool forks too: the children inherit the compiled walk, ready for the first task.
+    forest_kernel.compile_kernel()
 
 
 @signals.worker_process_shutdown.connect
