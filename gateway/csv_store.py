@@ -47,7 +47,9 @@ class CsvStore:
     async def store(self, job_id: str, chunk: Chunk, task_kwargs: bytes) -> bool:
         """Store a chunk's bytes, and its task's arguments (JSON) in the outbox, while the job
         is live; False once it ended (failed, cancelled)."""
-        call = csvjobs.store_chunk_call(job_id, chunk.index, chunk.data, task_kwargs, self.ttl)
+        key, data = csvjobs.chunk_data(job_id, chunk.index, chunk.data)
+        await self.redis.set(key, data, ex=self.ttl)  # deleted by STORE_CHUNK if the job ended
+        call = csvjobs.store_chunk_call(job_id, chunk.index, len(data), task_kwargs, self.ttl)
         what = f"job {job_id} chunk {chunk.index}"
         reply = await run_script_async(self.redis, self.wait, self._store, call, what)
         return csvjobs.outcome(reply) == "stored"
@@ -193,8 +195,15 @@ def _header(id_column: str) -> bytes:
 
 def _rows(predictions: array[float], ids: list[str] | None) -> bytes:
     if ids is None:
-        lines = "\n".join(map(repr, predictions))
-        return (lines + "\n").encode() if lines else b""
+        if not predictions:
+            return b""
+        # orjson writes the shortest decimal that reads back as the same float, as `repr` does
+        # (0.00001 where repr says 1e-05), ten times faster: a million rows cost 0.6 s of the
+        # gateway's CPU with `repr`. It writes NaN and infinities as null: those go through repr.
+        text = orjson.dumps(predictions.tolist())
+        if b"null" not in text:
+            return text[1:-1].replace(b",", b"\n") + b"\n"
+        return ("\n".join(map(repr, predictions)) + "\n").encode()
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(zip(ids, map(repr, predictions), strict=True))
     return out.getvalue().encode()

@@ -244,6 +244,7 @@ class Jobs:
             owner,
             query,
             before_chunk=hook,
+            fingerprinted=key is not None,
         )
 
     async def get(self, job_id: str, owner: str) -> JobView:

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from shared.errors import RateLimited
 from shared.jobstore import PREFIX
-from shared.redisio import ScriptCall, text
+from shared.redisio import Arg, ScriptCall, text
 from shared.settings import RateLimit, Settings
 
 # KEYS: the jobs bucket, the rows bucket (hashes: tokens, ts). ARGV: now; then for each bucket
@@ -74,7 +74,7 @@ class Decision:
 def take_call(owner: str, limit: RateLimit, jobs: int, rows: int) -> ScriptCall:
     """`TAKE` for `jobs` jobs and `rows` rows of `owner`'s buckets."""
     keys = [f"{PREFIX}:rate:{owner or '-'}:jobs", f"{PREFIX}:rate:{owner or '-'}:rows"]
-    args: list[str | bytes | int | float] = [repr(time.time())]
+    args: list[Arg] = [repr(time.time())]
     for rate, burst, cost in (
         (limit.jobs_per_second, limit.jobs_burst_size(), jobs),
         (limit.rows_per_second, limit.rows_burst_size(), rows),

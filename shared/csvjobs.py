@@ -123,23 +123,24 @@ def layout_from(value: LayoutDict) -> Layout:
 
 
 # KEYS[1] job, KEYS[2] in:<i>, KEYS[3] msg:<i>, KEYS[4] the chunk outbox, KEYS[5] done,
-# KEYS[6] waiting chunks; ARGV: data, ttl, task arguments (JSON), outbox member, now, waiting
-# member. "stored", else the job's status (or "missing"). The record and its set are renewed
-# with every key written beside them, so a job slower than the TTL keeps its record, and nothing
-# of it outlives its record.
+# KEYS[6] waiting chunks; ARGV: ttl, task arguments (JSON), outbox member, now, waiting member.
+# The chunk's bytes are already in in:<i> (`chunk_data`, just before, with the same TTL): they
+# are deleted if the job ended. "stored", else the job's status (or "missing"). The record and
+# its set are renewed with every key written beside them, so a job slower than the TTL keeps its
+# record, and nothing of it outlives its record.
 STORE_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then
+  redis.call('DEL', KEYS[2])
   return status or 'missing'
 end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-redis.call('EXPIRE', KEYS[4], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[5], ARGV[2])
-redis.call('ZADD', KEYS[6], tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])
-redis.call('EXPIRE', KEYS[6], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[1]), ARGV[5])
+redis.call('EXPIRE', KEYS[6], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'chunks_sent', 1)
 return 'stored'
 """
@@ -289,15 +290,25 @@ def outcome(reply: object) -> ChunkOutcome:
     return cast(ChunkOutcome, value) if value in _EXTRA_OUTCOMES else JobStatus(value)
 
 
+def chunk_data(job_id: str, index: int, data: bytes) -> tuple[str, memoryview]:
+    """The key and value of a chunk's bytes, written with a plain SET (and the chunk's TTL) just
+    before `STORE_CHUNK`. Redis keeps a big SET argument as it is, where a script's argument is
+    copied into Lua and out again: 0.28 against 0.7 s of Redis CPU per 200 MB of chunks
+    (measured). A memoryview makes redis-py send the bytes as they are: hiredis would copy them
+    into a new command buffer first, ~65 ms of the gateway's CPU per 10 MB chunk (profiled)."""
+    return in_key(job_id, index), memoryview(data)
+
+
 def store_chunk_call(
-    job_id: str, index: int, data: bytes, task_kwargs: bytes, ttl: int
+    job_id: str, index: int, size: int, task_kwargs: bytes, ttl: int
 ) -> ScriptCall:
-    """`STORE_CHUNK`: a chunk's bytes, and its task's arguments (JSON) in the chunk outbox."""
+    """`STORE_CHUNK`: the bookkeeping of a chunk of `size` bytes already SET (`chunk_data`),
+    and its task's arguments (JSON) in the chunk outbox."""
     keys = [job_key(job_id), in_key(job_id, index), msg_key(job_id, index), PENDING_CHUNKS]
     keys += [done_key(job_id), WAITING_CHUNKS]
     member = pending_member(job_id, index)
-    waiting = waiting_member(job_id, index, len(data))
-    return ScriptCall(keys, [data, ttl, task_kwargs, member, time.time(), waiting])
+    waiting = waiting_member(job_id, index, size)
+    return ScriptCall(keys, [ttl, task_kwargs, member, time.time(), waiting])
 
 
 def chunk_begin_call(job_id: str, index: int, *, max_attempts: int, ttl: int) -> ScriptCall:

@@ -56,7 +56,7 @@ class MasterConnection(redis.sentinel.SentinelManagedConnection):
             lost = _cannot_write(exc)
             if lost is None:
                 raise
-            self.disconnect()  # type: ignore[no-untyped-call]
+            self.disconnect()  # type: ignore[no-untyped-call,unused-ignore]
             raise lost from exc
 
 
@@ -89,11 +89,11 @@ def sync_redis(settings: Settings, **options: Any) -> Redis:
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url.get_secret_value(), **options)
     master, sentinel_kwargs = _sentinel_params(settings, MasterConnection, MasterSSLConnection)
-    manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         _addresses(settings), sentinel_kwargs={**sentinel_kwargs, **_timeouts(options)}
     )
     name = settings.redis_master_name
-    client: Redis = manager.master_for(name, **master, **options)  # type: ignore[no-untyped-call]
+    client: Redis = manager.master_for(name, **master, **options)  # type: ignore[no-untyped-call,unused-ignore]
     return client
 
 
@@ -104,7 +104,7 @@ def async_redis(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     master, sentinel_kwargs = _sentinel_params(
         settings, AsyncMasterConnection, AsyncMasterSSLConnection
     )
-    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         _addresses(settings), sentinel_kwargs={**sentinel_kwargs, **_timeouts(options)}
     )
     client: redis.asyncio.Redis = manager.master_for(
@@ -131,7 +131,7 @@ def celery_redis(settings: Settings) -> CeleryRedis:
     (the master's password and database travel in each entry, `master_name` in the options)."""
     if not settings.redis_sentinels:
         return CeleryRedis(settings.redis_url.get_secret_value(), settings.backend_url, {}, {})
-    params = parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
+    params = parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call,unused-ignore]
     auth = ""
     if params.get("password"):
         auth = f"{quote(params.get('username') or '', safe='')}:"
@@ -178,7 +178,7 @@ def _sentinel_params(
     settings: Settings, plain_class: type, ssl_class: type
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(master connection keywords from `redis_url`, sentinel connection keywords)."""
-    params = parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
+    params = parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call,unused-ignore]
     for address in ("host", "port", "path", "unix_socket_path"):
         params.pop(address, None)
     ssl = _ssl_options(params)

@@ -39,7 +39,9 @@ def run(redis: Redis, script: str, call: ScriptCall) -> str:
 
 
 def store_and_score(redis: Redis, job_id: str, index: int) -> str:
-    stored = csvjobs.store_chunk_call(job_id, index, b"1,2\n", b"{}", TTL)
+    key, data = csvjobs.chunk_data(job_id, index, b"1,2\n")
+    redis.set(key, data, ex=TTL)
+    stored = csvjobs.store_chunk_call(job_id, index, len(data), b"{}", TTL)
     assert run(redis, csvjobs.STORE_CHUNK, stored) == "stored"
     predictions = struct.pack("<d", float(index))
     done = csvjobs.chunk_done_call(
