@@ -43,6 +43,7 @@ import numpy as np
 from bench.relay import Relay
 from bench.stack import Stack
 from devrun.sentinel import ReplicatedRedis
+from shared.settings import Settings
 from tests.integration.models import Tally, add_model
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 TAG = Tally.TAG_BASE
 VERIFY_SECONDS = 90.0
-CHUNK_ROWS = 50_000  # the default MLQUEUE_CSV_CHUNK_ROWS
+CHUNK_ROWS: int = Settings.model_fields["csv_chunk_rows"].default  # MLQUEUE_CSV_CHUNK_ROWS
 ENV = {
     "MLQUEUE_REDIS_TIMEOUT": "2",
     "MLQUEUE_REPLICA_WAIT_TIMEOUT": "0.5",

@@ -182,6 +182,9 @@ def consumer_paused(system: System) -> Iterator[None]:
     replies = {"reply": True, "timeout": 5, "limit": max(1, system.redis().zcard(WORKERS))}
     for queue in QUEUES:
         control.cancel_consumer(queue, **replies)
+    # A BRPOP sent before the cancel may still pop what the block sends: wait it out (kombu's
+    # BRPOP times out after 1 s, and the next one leaves the cancelled queues out).
+    time.sleep(1.2)
     try:
         yield
     finally:

@@ -42,7 +42,7 @@ def test_every_field_has_an_entry_with_its_description() -> None:
 
 def test_defaults_are_the_code_s_defaults() -> None:
     found = entries(load_hook().render())
-    assert "default `50000`" in found["MLQUEUE_CSV_CHUNK_ROWS"]
+    assert "default `25000`" in found["MLQUEUE_CSV_CHUNK_ROWS"]
     assert "default `redis://127.0.0.1:6379/0`" in found["MLQUEUE_REDIS_URL"]
     assert "default `true`" in found["MLQUEUE_FAST_PREDICT"]
     assert "default unset" in found["MLQUEUE_METRICS_DIR"]
