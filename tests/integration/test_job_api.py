@@ -19,6 +19,7 @@ import pytest
 
 from gateway import keys
 from shared import jobstore, webhooks
+from shared.settings import Settings
 from tests.integration.conftest import System, consumer_paused, running_system, wait_for
 from worker.sklearn_model import SklearnModel
 
@@ -265,10 +266,12 @@ def test_a_high_priority_job_overtakes_a_low_priority_csv_backlog(
     keyed_system: System, model_dir: Path, diabetes_rows: list[list[float]]
 ) -> None:
     estimator = SklearnModel.load(model_dir / "demo" / "1" / "model.skops")
-    # 15 chunks of 50 000 lines (the default chunk size; under the 16 an upload may leave
-    # unscored), enough to keep both worker processes busy for a while.
-    block = "\n".join(",".join(f"{v:.4f}" for v in row) for row in diabetes_rows[:400])
-    data = ("age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n" + (block + "\n") * 1875).encode()
+    # 15 chunks of the default chunk size (under the 16 an upload may leave unscored), enough
+    # to keep both worker processes busy for a while.
+    lines = [",".join(f"{v:.4f}" for v in row) for row in diabetes_rows[:400]]
+    rows = 15 * Settings.model_fields["csv_chunk_rows"].default
+    body = "\n".join(lines[i % len(lines)] for i in range(rows))
+    data = ("age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n" + body + "\n").encode()
     free = {"Authorization": f"Bearer {KEY_FREE}"}
     one = diabetes_rows[7:8]
     with httpx.Client(base_url=keyed_system.base_url, timeout=60, headers=free) as http:
