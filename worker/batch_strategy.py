@@ -26,8 +26,7 @@ from celery.worker.request import Request
 from shared.settings import get_settings
 from shared.tasks import BatchJob, PredictBatchKwargs
 from worker import traces
-from worker.coalesce import Batcher, Handler, Kind, handler
-from worker.direct_strategy import plain
+from worker.coalesce import Batcher, Handler, Kind, handler, plain
 from worker.failures import ran_or_handed_back
 from worker.predict import run_batch
 from worker.runtime import Runtime, runtime

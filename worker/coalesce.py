@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery, Task, signals
 from celery.utils.imports import symbol_by_name
@@ -45,6 +45,39 @@ from worker import failover
 
 log = logging.getLogger(__name__)
 Handler = Callable[..., Any]
+
+# Options a message embeds that only Celery's own handling honours.
+EMBEDDED = ("callbacks", "errbacks", "chain", "chord")
+
+
+def plain(payload: Any, headers: dict[str, Any]) -> dict[str, Any] | None:
+    """A protocol-2 message's kwargs when nothing but kwargs asks for Celery's own handling:
+    no positional args, callbacks, chain or chord, ETA, own time limits, group, shadow name
+    or trace context; else None."""
+    try:
+        args, kwargs, embed = payload
+    except (TypeError, ValueError):
+        return None
+    if (
+        args
+        or not isinstance(kwargs, dict)
+        or any((embed or {}).get(key) for key in EMBEDDED)
+        or headers.get("eta")
+        or any(headers.get("timelimit") or ())
+        or headers.get("group")
+        or headers.get("shadow")
+        or "traceparent" in headers
+    ):
+        return None
+    return kwargs
+
+
+class Buffered(NamedTuple):
+    """A message in a `Batcher`'s buffer."""
+
+    req: Request
+    raised: bool  # it raised the consumer's prefetch by one
+    size: int  # its `Kind.size`
 
 
 @dataclass(frozen=True)
@@ -134,7 +167,7 @@ class Batcher:
         # Messages held beyond the usual prefetch: a node must not hoard what other nodes could
         # run, so a kind whose size counts rows bounds it in messages.
         self.max_raised = (max_messages or max_size) * (self.processes + 1)
-        self.buffer: list[tuple[Request, bool]] = []  # (request, raised the prefetch)
+        self.buffer: list[Buffered] = []
         self.buffered = 0  # the buffer's total `Kind.size`
         self.first_at = 0.0
         self.running = 0  # batches sent to the pool and not yet ended
@@ -149,8 +182,9 @@ class Batcher:
             self.consumer.qos.increment_eventually()
         if not self.buffer:
             self.first_at = time.monotonic()
-        self.buffer.append((req, raise_prefetch))
-        self.buffered += self.kind.size(req)
+        size = self.kind.size(req)
+        self.buffer.append(Buffered(req, raise_prefetch, size))
+        self.buffered += size
         self._send_due()
 
     def _send_due(self) -> None:
@@ -170,14 +204,13 @@ class Batcher:
             delay = max(0.0, self.first_at + self.wait - time.monotonic())
             self._timer = self.timer.call_after(delay, self._on_timer)
 
-    def _take(self) -> list[tuple[Request, bool]]:
+    def _take(self) -> list[Buffered]:
         """The oldest messages up to `max_size` (at least one, however large)."""
         total, n = 0, 0
-        for req, _ in self.buffer:
-            size = self.kind.size(req)
-            if n and total + size > self.max_size:
+        for item in self.buffer:
+            if n and total + item.size > self.max_size:
                 break
-            total, n = total + size, n + 1
+            total, n = total + item.size, n + 1
         batch, self.buffer = self.buffer[:n], self.buffer[n:]
         self.buffered -= total
         return batch
@@ -186,12 +219,12 @@ class Batcher:
         self._timer = None
         self._send_due()
 
-    def _send(self, batch: list[tuple[Request, bool]]) -> None:
-        raised = sum(1 for _, r in batch if r)
+    def _send(self, batch: list[Buffered]) -> None:
+        raised = sum(1 for item in batch if item.raised)
         # Revoked (or expired) while buffered: Celery records and acknowledges them here.
         revoked = self.consumer.controller.state.revoked
         requests = [
-            req for req, _ in batch if not ((req.expires or req.id in revoked) and req.revoked())
+            req for req, *_ in batch if not ((req.expires or req.id in revoked) and req.revoked())
         ]
         if not requests:
             self.running += 1

@@ -22,34 +22,11 @@ from celery import Celery, Task
 from celery.worker.request import Request
 
 from shared.settings import get_settings
-from worker.coalesce import Batcher, Handler, Kind, handler
+from worker.coalesce import Batcher, Handler, Kind, handler, plain
 from worker.direct_batch import execute
 from worker.direct_tasks import DirectTask
 
 PLAIN_KWARGS = frozenset({"rows", "model"})
-EMBEDDED = ("callbacks", "errbacks", "chain", "chord")
-
-
-def plain(payload: Any, headers: dict[str, Any]) -> dict[str, Any] | None:
-    """A protocol-2 message's kwargs when nothing but kwargs asks for Celery's own handling:
-    no positional args, callbacks, chain or chord, ETA, own time limits, group, shadow name
-    or trace context; else None."""
-    try:
-        args, kwargs, embed = payload
-    except (TypeError, ValueError):
-        return None
-    if (
-        args
-        or not isinstance(kwargs, dict)
-        or any((embed or {}).get(key) for key in EMBEDDED)
-        or headers.get("eta")
-        or any(headers.get("timelimit") or ())
-        or headers.get("group")
-        or headers.get("shadow")
-        or "traceparent" in headers
-    ):
-        return None
-    return kwargs
 
 
 def batchable(payload: Any, headers: dict[str, Any]) -> bool:

@@ -171,7 +171,7 @@ def test_while_every_process_is_busy_the_buffer_fills_and_goes_when_one_is_free(
     assert [t.id for t in consumer.pool.jobs[2]["tasks"]] == ["task-4", "task-5"]
     consumer.pool.end(1)
     assert [len(job["tasks"]) for job in consumer.pool.jobs] == [2, 2, 2, 2]
-    assert [r.id for r, _ in b.buffer] == ["task-8"]  # not full: it waits for the timer
+    assert [item.req.id for item in b.buffer] == ["task-8"]  # not full: it waits for the timer
 
 
 def test_a_batch_records_what_this_node_holds_in_one_round_trip(
