@@ -176,9 +176,11 @@ def system(
     redis = processes.start_redis(redis_port, work / f"redis-{port}", log=work / "redis.log")
     procs: list[subprocess.Popen[bytes]] = [redis]
     try:
-        worker = processes.spawn(processes.worker_argv(), env, log=work / "worker.log")
+        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: another
+        # checkout runs from its own directory, or this one's packages would shadow its own.
+        worker = processes.spawn(processes.worker_argv(), env, work / "worker.log", source)
         procs.append(worker)
-        gateway = processes.spawn(processes.gateway_argv(), env, log=work / "gateway.log")
+        gateway = processes.spawn(processes.gateway_argv(), env, work / "gateway.log", source)
         procs.append(gateway)
         processes.wait_until(lambda: _ready(f"{url}/readyz"), 60, "mlqueue", gateway)
         yield System(url, {"gateway": gateway.pid, "worker": worker.pid, "redis": redis.pid})

@@ -57,13 +57,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def spawn(
-    argv: list[str], env: Mapping[str, str] | None = None, log: Path | None = None
+    argv: list[str],
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own process group, output to `log` (or inherited)."""
+    """Start `argv` in its own process group (in `cwd`), output to `log` (or inherited)."""
     out = log.open("ab") if log else None
     try:
         return subprocess.Popen(
             argv,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
