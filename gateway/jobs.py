@@ -98,6 +98,7 @@ class Jobs:
         redis: Redis,
         events: JobEvents,
         publisher: Publisher,
+        commands: AutoPipeline | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -105,7 +106,7 @@ class Jobs:
         self.events = events
         self.publisher = publisher
         wait = ReplicaWait.of(settings)
-        commands = AutoPipeline(redis)
+        commands = commands or AutoPipeline(redis)
         owners = keys.admin_owners(settings)
         self.store = JobStore(redis, settings.result_ttl, owners, wait, commands)
         self.chunks = CsvStore(redis, settings.result_ttl, wait)

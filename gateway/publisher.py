@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.autopipe import AutoPipeline
@@ -114,11 +113,11 @@ def task_message(
 
 
 class BrokerPublisher:
-    """Task messages pushed by the gateway's Redis client (auto-pipelined with its other
-    commands: concurrent sends share a round trip)."""
+    """Task messages pushed by the gateway's Redis client, auto-pipelined with its other
+    commands (`commands`, shared with the job store): concurrent sends share a round trip."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.commands = AutoPipeline(redis)
+    def __init__(self, commands: AutoPipeline) -> None:
+        self.commands = commands
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"  # as Celery names a sender
         self.reply_to = str(uuid.uuid4())  # Celery's per-app id; no reply is ever sent to it
 

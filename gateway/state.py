@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway.aliases import Aliases
+from gateway.autopipe import AutoPipeline
 from gateway.backpressure import QueueDepth
 from gateway.events import JobEvents
 from gateway.jobs import Jobs
@@ -39,11 +40,14 @@ class GatewayState:
                 socket_connect_timeout=settings.redis_timeout,
                 health_check_interval=30,
             )
+        # One auto-pipeline for the hot path's commands, task messages included: what concurrent
+        # requests send in one turn of the event loop shares one write and one read.
+        commands = AutoPipeline(redis)
         if publisher is None:
-            publisher = BrokerPublisher(redis)
+            publisher = BrokerPublisher(commands)
         registry = Registry(settings.model_dir, settings.default_model, cache_seconds=1.0)
         events = JobEvents(redis)
-        jobs = Jobs(settings, registry, redis, events, publisher)
+        jobs = Jobs(settings, registry, redis, events, publisher, commands)
         return cls(settings, redis, registry, events, jobs, QueueDepth(settings.max_queue_depth))
 
     @property

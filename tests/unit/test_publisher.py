@@ -12,6 +12,7 @@ import orjson
 import pytest
 from celery import Celery
 
+from gateway.autopipe import AutoPipeline
 from gateway.publisher import BrokerPublisher, task_message
 from shared.errors import QueueUnavailable
 from shared.tasks import PREDICT_BATCH
@@ -59,13 +60,13 @@ def test_a_trace_context_travels_as_a_header() -> None:
 @pytest.mark.anyio
 async def test_send_pushes_on_the_queue_list_and_a_broken_broker_is_a_503() -> None:
     redis = fakeredis.FakeAsyncRedis()
-    publisher = BrokerPublisher(redis)
+    publisher = BrokerPublisher(AutoPipeline(redis))
     await publisher.send(PREDICT_BATCH, "a", KWARGS, "<1 jobs>", "mlqueue")
     await publisher.send(PREDICT_BATCH, "b", KWARGS, "<1 jobs>", "mlqueue")
     # Consumers pop from the right: the first sent is the first taken.
     taken = [orjson.loads(m)["headers"]["id"] for m in await redis.lrange("mlqueue", 0, -1)]
     assert taken[::-1] == ["a", "b"]
     await redis.aclose()
-    broken = BrokerPublisher(fakeredis.FakeAsyncRedis(connected=False))
+    broken = BrokerPublisher(AutoPipeline(fakeredis.FakeAsyncRedis(connected=False)))
     with pytest.raises(QueueUnavailable):
         await broken.send(PREDICT_BATCH, "c", KWARGS, "<1 jobs>", "mlqueue")
