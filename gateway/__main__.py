@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from gateway.http_protocol import HttpProtocol
 from shared import metrics_dir
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
@@ -32,8 +33,9 @@ def config(settings: Settings) -> uvicorn.Config:
         port=settings.port,
         log_config=None,  # keep our JSON handler (main() and each lifespan configure it)
         # httptools refuses a request with both Content-Length and Transfer-Encoding (h11 takes
-        # it); pinned so the choice never depends on what happens to be installed.
-        http="httptools",
+        # it); pinned so the choice never depends on what happens to be installed. Its protocol
+        # sends each response in one system call (gateway.http_protocol).
+        http=HttpProtocol,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         limit_concurrency=4096,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.__main__ import config
 from gateway.limits import BodyLimit
@@ -56,7 +57,6 @@ async def test_a_small_content_length_with_transfer_encoding_still_counts_the_bo
 
 def test_the_gateway_always_parses_http_with_httptools() -> None:
     cfg = config(Settings())
-    assert cfg.http == "httptools"
     cfg.load()
-    assert cfg.http_protocol_class.__name__ == "HttpToolsProtocol"
+    assert issubclass(cfg.http_protocol_class, HttpToolsProtocol)
     assert isinstance(cfg, uvicorn.Config)
