@@ -65,20 +65,21 @@ class CompiledForest:
 def compile_forest(forest: Any) -> CompiledForest:
     """Flatten the fitted single-output regression forest `forest` (see `_tree_by_tree`)."""
     parts: list[tuple[npt.NDArray[Any], ...]] = []
+    roots = []
     offset = 0
     for estimator in forest.estimators_:
         tree = estimator.tree_
+        roots.append(offset)
         arrays = _flatten(tree.__getstate__()["nodes"], tree.value[:, 0, 0], offset)
         parts.append(arrays)
         offset += len(arrays[0])
     threshold, feature, first_child, value = (np.concatenate(a) for a in zip(*parts, strict=True))
-    sizes = np.array([len(p[0]) for p in parts])
     compiled = CompiledForest(
         threshold=threshold,
         feature=feature,
         first_child=first_child,
         value=value,
-        roots=(np.cumsum(sizes) - sizes).astype(np.int32),
+        roots=np.array(roots, dtype=np.int32),
         depths=np.array([e.tree_.max_depth for e in forest.estimators_], dtype=np.int32),
     )
     compile_kernel()
