@@ -1,4 +1,7 @@
-"""Wakes long polls when jobs finish: one pub/sub subscription per gateway process."""
+"""Wakes long polls when jobs finish: one pub/sub subscription per gateway process.
+
+A small success arrives with its answer (`shared.jobstore.Announced`): the waiter can answer
+without reading the job back."""
 
 from __future__ import annotations
 
@@ -11,9 +14,16 @@ from collections.abc import Iterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.jobstore import EVENTS
+from shared.jobstore import EVENTS, Announced, ended
 
 log = logging.getLogger(__name__)
+
+
+class JobEnded(asyncio.Event):
+    """Set when the job ends (or changes, for event streams); `announced` holds its answer when
+    the message carried it."""
+
+    announced: Announced | None = None
 
 
 class JobEvents:
@@ -21,7 +31,7 @@ class JobEvents:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: defaultdict[str, set[JobEnded]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -36,9 +46,9 @@ class JobEvents:
                 await self._task
 
     @contextlib.contextmanager
-    def subscription(self, job_id: str) -> Iterator[asyncio.Event]:
+    def subscription(self, job_id: str) -> Iterator[JobEnded]:
         """An event set when `job_id` finishes, for the duration of the block."""
-        event = asyncio.Event()
+        event = JobEnded()
         self._waiters[job_id].add(event)
         try:
             yield event
@@ -48,8 +58,10 @@ class JobEvents:
             if not waiters:
                 del self._waiters[job_id]
 
-    def _notify(self, job_id: str) -> None:
+    def _notify(self, job_id: str, announced: Announced | None) -> None:
         for event in self._waiters.get(job_id, ()):
+            if announced is not None:  # a repeated wake-up does not forget the answer
+                event.announced = announced
             event.set()
 
     async def _listen(self) -> None:
@@ -60,8 +72,8 @@ class JobEvents:
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
-                            for job_id in message["data"].decode().split("\n"):
-                                self._notify(job_id)
+                            for job_id, announced in ended(message["data"]):
+                                self._notify(job_id, announced)
             except (RedisError, OSError) as exc:
                 # Waiters fall back to re-reading the store every second until we are back.
                 log.warning("job events unavailable, retrying: %s", exc)

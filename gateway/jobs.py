@@ -24,7 +24,7 @@ from gateway.batcher import Batcher
 from gateway.callbacks import webhook_fields
 from gateway.csv_store import MAX_ERRORS_LISTED, CsvStore, ErrorCursor
 from gateway.csv_upload import CsvUpload, fingerprint_upload, idle_bounded
-from gateway.events import JobEvents
+from gateway.events import JobEnded, JobEvents
 from gateway.idempotency import Idempotency, fingerprint
 from gateway.job_stream import JobStreams, StatusEvent
 from gateway.listing import JobListing
@@ -78,6 +78,16 @@ class Predictions:
              "version": self.version}
         )  # fmt: skip
         return head[:-1] + b',"data":' + self.data + b"}"
+
+
+Ended = tuple[JobView, bytes | None] | Predictions
+"""What a wait ends with: the job's view and its stored predictions, or an announced success."""
+
+
+def _release_taken(taking: asyncio.Future[Lease]) -> None:
+    """A slot taken for a request that failed meanwhile is given back."""
+    if not taking.cancelled() and taking.exception() is None:
+        taking.result().release()
 
 
 @dataclass(frozen=True)
@@ -268,25 +278,20 @@ class Jobs:
         job_id: str,
         owner: str,
         timeout: float,
-        finished: asyncio.Event | None = None,
-    ) -> tuple[JobView, bytes | None]:
-        """The job's view (and predictions) once it has finished, or after `timeout` seconds.
-        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free).
-        `finished`: the caller's subscription to the job's end, taken before it submitted the
-        job; then no end can be missed, and the job is first read when it is announced (or
-        after a second) rather than at once: one Redis round trip less per job."""
+    ) -> Ended:
+        """The job's view (and predictions) once it has finished, or after `timeout` seconds;
+        a success announced with its answer as `Predictions`, without reading the job back.
+        A wait holds one of the owner's long-poll slots (`RateLimited` when none is free)."""
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        if not (finished is not None and seconds > 0):
+        # Subscribed before the read: an end announced in between is not missed.
+        with self.events.subscription(job_id) as finished:
             view, predictions = await self._read(job_id, owner, deadline)
             if view.status.finished or seconds <= 0:
                 return view, predictions
-        async with self.quotas.long_poll(owner, seconds):
-            if finished is not None:
-                return await self._wait(job_id, owner, deadline, finished, read_first=False)
-            with self.events.subscription(job_id) as event:
-                return await self._wait(job_id, owner, deadline, event)
+            async with self.quotas.long_poll(owner, seconds):
+                return await self._wait(job_id, owner, deadline, finished)
 
     async def _read(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         """The job's view and predictions. A Redis error (a restart or failover under a long
@@ -301,30 +306,26 @@ class Jobs:
                     raise
                 await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
 
-    async def _wait(
-        self,
-        job_id: str,
-        owner: str,
-        deadline: float,
-        finished: asyncio.Event,
-        read_first: bool = True,
-    ) -> tuple[JobView, bytes | None]:
+    async def _wait(self, job_id: str, owner: str, deadline: float, finished: JobEnded) -> Ended:
+        """Wait for `finished` (subscribed before the job was last read, or submitted), then
+        answer from its announcement or read the job; re-read at least every second, in case
+        an announcement was missed while the subscription reconnected."""
         loop = asyncio.get_running_loop()
         timeout = round(deadline - loop.time(), 3)
         attributes: tracing.Attributes = {tracing.JOB_ID: job_id, "mlqueue.wait.timeout_s": timeout}
         with tracing.span("mlqueue.wait", attributes):
             while True:
-                if read_first:
-                    view, predictions = await self._read(job_id, owner, deadline)
-                    remaining = deadline - loop.time()
-                    if view.status.finished or remaining <= 0:
-                        return view, predictions
-                read_first = True
-                # Re-read at least every second, in case an event was missed while reconnecting.
                 remaining = deadline - loop.time()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(finished.wait(), max(0.0, min(remaining, 1.0)))
+                    async with asyncio.timeout(max(0.0, min(remaining, 1.0))):
+                        await finished.wait()
+                known = finished.announced
+                if known is not None and self.store.may_see(known.owner, owner):
+                    return Predictions(job_id, known.model, known.version, known.predictions)
                 finished.clear()
+                view, predictions = await self._read(job_id, owner, deadline)
+                if view.status.finished or deadline - loop.time() <= 0:
+                    return view, predictions
 
     async def open_events(
         self, job_id: str, owner: str, last_event_id: str | None
@@ -341,7 +342,10 @@ class Jobs:
     ) -> Predictions | CsvResult | JobView:
         """The predictions of a succeeded job (a `CsvResult` for a CSV job); the job's view while
         it is not finished; `JobConflict` carrying its error once it failed or was cancelled."""
-        view, predictions = await self.wait(job_id, owner, wait)
+        ended = await self.wait(job_id, owner, wait)
+        if isinstance(ended, Predictions):
+            return ended
+        view, predictions = ended
         if view.status is JobStatus.SUCCEEDED and view.kind == "csv":
             chunks, id_column = await self.chunks.result_info(job_id)
             return CsvResult(job_id, self.chunks.result_csv(job_id, chunks, id_column))
@@ -418,19 +422,32 @@ class Jobs:
         """The article's synchronous façade (and V2 `infer`'s): submit rows to `model` and wait
         (bounded); the predictions as the JSON array the worker stored."""
         timeout = self.settings.sync_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         job_id = str(uuid.uuid4())
         with self.events.subscription(job_id) as finished:  # before the job can end
-            accepted = await self.submit(rows, model, owner, job_id=job_id)
-            view, predictions = await self.wait(job_id, owner, timeout, finished)
+            # The wait's long-poll slot is taken while the job is sent: one round trip less.
+            taking = asyncio.ensure_future(self.quotas.long_poll_slot(owner, timeout))
+            try:
+                await self.submit(rows, model, owner, job_id=job_id)
+            except BaseException:
+                taking.add_done_callback(_release_taken)
+                raise
+            slot = await taking  # RateLimited (429) when the key has all its long polls open
+            try:
+                ended = await self._wait(job_id, owner, deadline, finished)
+            finally:
+                slot.release()
+        if isinstance(ended, Predictions):
+            return ended.data
+        view, predictions = ended
         if view.status is JobStatus.SUCCEEDED:
             return predictions or b"[]"
         if view.status is JobStatus.FAILED and view.error and view.error.type == "InvalidInput":
-            raise InvalidInput(view.error.message, job_id=accepted.job_id)
+            raise InvalidInput(view.error.message, job_id=job_id)
         if view.status.finished:
-            raise JobConflict(f"job {accepted.job_id} {view.status.value}", job_id=accepted.job_id)
+            raise JobConflict(f"job {job_id} {view.status.value}", job_id=job_id)
         raise QueueUnavailable(
-            f"no result within {timeout:g} s; poll /v1/jobs/{accepted.job_id}/result",
-            job_id=accepted.job_id,
+            f"no result within {timeout:g} s; poll /v1/jobs/{job_id}/result", job_id=job_id
         )
 
     async def predict_csv_now(self, data: bytes, owner: str) -> bytes:

@@ -120,9 +120,17 @@ class Quotas:
     @contextlib.asynccontextmanager
     async def long_poll(self, owner: str, seconds: float) -> AsyncIterator[None]:
         """Hold one of the key's long-poll slots for a wait of `seconds` (429 if none is free)."""
-        limit = self.settings.max_long_polls_per_key
-        async with self._slot("long-polls", owner, limit, seconds + 5, renew=False):
+        held = await self.long_poll_slot(owner, seconds)
+        try:
             yield
+        finally:
+            held.release()
+
+    async def long_poll_slot(self, owner: str, seconds: float) -> Lease:
+        """One of the key's long-poll slots for a wait of `seconds`, held until released (429 if
+        none is free)."""
+        limit = self.settings.max_long_polls_per_key
+        return await self.hold("long-polls", owner, limit, seconds + 5, renew=False)
 
     async def add_results(self, owner: str, predictions: int) -> None:
         """Count the result bytes of `predictions` more against the key (429 when over)."""
@@ -182,7 +190,7 @@ class Quotas:
         try:
             yield
         finally:
-            await held.release()
+            held.release()
 
     async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
         now = time.time()
@@ -210,12 +218,13 @@ class Lease:
         self._quotas, self._key, self._token, self._renewer = quotas, key, token, renewer
         self.held = True
 
-    async def release(self) -> None:
-        """Give the slot back (idempotent)."""
+    def release(self) -> None:
+        """Give the slot back (idempotent). Nobody waits for it: the ZREM joins the next
+        pipeline of the gateway's commands and the answer goes out meanwhile (its lease ends
+        the slot anyway if Redis misses it)."""
         if not self.held:
             return
         self.held = False
         if self._renewer is not None:
             self._renewer.cancel()
-        with contextlib.suppress(Exception):  # the lease ends by itself anyway
-            await asyncio.shield(self._quotas.commands.execute("ZREM", self._key, self._token))
+        self._quotas.commands.send("ZREM", self._key, self._token)

@@ -165,11 +165,12 @@ class JobStore:
         fields = dict(zip((*names, "owner"), values, strict=True))
         stored_owner = text(fields.pop("owner"))
         # Someone else's job is reported exactly like a missing one, so ids do not leak.
-        if fields.get("status") is None or not self._may_see(stored_owner, owner):
+        if fields.get("status") is None or not self.may_see(stored_owner, owner):
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
         return fields
 
-    def _may_see(self, stored_owner: str, owner: str) -> bool:
+    def may_see(self, stored_owner: str, owner: str) -> bool:
+        """Whether `owner` may see a job stored with `stored_owner`."""
         if stored_owner:
             return stored_owner == owner
         return owner == "" or owner in self.admins

@@ -10,9 +10,9 @@ Final states are sticky: a redelivered or duplicate run cannot overwrite a resul
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -20,7 +20,12 @@ from shared.redisio import Arg, ScriptCall, text
 from shared.schemas import JobError, JobStatus, JobView, Progress, WebhookState
 
 PREFIX: Final = "mlqueue"
-EVENTS: Final = f"{PREFIX}:events"  # messages: one job id, or several separated by newlines
+# Messages: a line per job that ended, its id alone or, for a success, `id<TAB>owner<TAB>model
+# <TAB>version<TAB>predictions` (see `Announced`, `ended`).
+EVENTS: Final = f"{PREFIX}:events"
+ANNOUNCED_MAX_BYTES: Final = 4096
+"""The largest answer (JSON bytes, ~200 predictions) sent with its job's `EVENTS` line: every
+gateway process receives every line, so large answers are read from the store by whoever waits."""
 WORKERS: Final = f"{PREFIX}:workers"  # sorted set: worker node name -> time of its last heartbeat
 # Outbox: sorted set of gateway jobs not yet started, by the time their message was last sent.
 # Their records keep the rows and the model until a worker starts them, so that a message lost
@@ -118,7 +123,7 @@ local function finish_one(job, running, now, ttl, status, channel, id, fields)
   redis.call('ZREM', running, id)
   local was = redis.call('HGET', job, 'status')
   if was == 'succeeded' or was == 'failed' or was == 'cancelled' then
-    return was
+    return was, false
   end
   redis.call('HSET', job, 'status', status, 'finished_at', now, unpack(fields))
   if status == 'succeeded' then
@@ -128,7 +133,7 @@ local function finish_one(job, running, now, ttl, status, channel, id, fields)
   if channel ~= '' then
     redis.call('PUBLISH', channel, id)
   end
-  return status
+  return status, true
 end
 """
 
@@ -137,26 +142,38 @@ end
 FINISH = (
     _FINISH_ONE
     + """
-return finish_one(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+local status = finish_one(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
   {unpack(ARGV, 6)})
+return status
 """
 )
 
-# The outcomes of one batch message, the caller publishing. KEYS[1] running, then the jobs'
-# records; ARGV: now, ttl, then per job: id, status, field count, field/value pairs. Returns the
-# final statuses in order.
+# The outcomes of one batch message. KEYS[1] running, then the jobs' records; ARGV: now, ttl,
+# channel ("": the caller publishes), then per job: id, status, announce (1/0), field count,
+# field/value pairs. Returns the final statuses in order and the `EVENTS` message: a line per job,
+# for a success this call stored and was asked to announce the answer itself (see `Announced`).
 FINISH_MANY = (
     _FINISH_ONE
     + """
-local now, ttl, a = ARGV[1], ARGV[2], 3
-local statuses = {}
+local now, ttl, channel, a = ARGV[1], ARGV[2], ARGV[3], 4
+local statuses, lines = {}, {}
 for i = 2, #KEYS do
-  local id, status, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  statuses[i - 1] = finish_one(KEYS[i], KEYS[1], now, ttl, status, '', id,
-    {unpack(ARGV, a + 3, a + 2 + n)})
-  a = a + 3 + n
+  local id, status, announce, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local final, stored = finish_one(KEYS[i], KEYS[1], now, ttl, status, '', id,
+    {unpack(ARGV, a + 4, a + 3 + n)})
+  statuses[i - 1] = final
+  lines[i - 1] = id
+  if stored and final == 'succeeded' and announce == '1' then
+    local f = redis.call('HMGET', KEYS[i], 'owner', 'model', 'version', 'result')
+    lines[i - 1] = table.concat({id, f[1] or '', f[2] or '', f[3] or '', f[4]}, '\\t')
+  end
+  a = a + 4 + n
 end
-return statuses
+local message = table.concat(lines, '\\n')
+if channel ~= '' then
+  redis.call('PUBLISH', channel, message)
+end
+return {statuses, message}
 """
 )
 
@@ -224,18 +241,57 @@ def start_many_call(
 
 def finish_many_call(
     version: str,
-    succeeded: Mapping[str, list[float]],
+    succeeded: Mapping[str, bytes],
     failed: Mapping[str, tuple[str, str]],
     *,
     ttl: int,
+    publish: bool = True,
 ) -> ScriptCall:
-    """`FINISH_MANY` for one batch: predictions per job id, (error type, message) per job id."""
-    args: list[Arg] = [repr(time.time()), str(ttl)]
-    for job_id, predictions in succeeded.items():
-        args += [job_id, "succeeded", 4, "version", version, "result", orjson.dumps(predictions)]
+    """`FINISH_MANY` for one batch: predictions (as JSON) per job id, (error type, message) per
+    job id. `publish` False: the caller publishes the message the script returns."""
+    args: list[Arg] = [repr(time.time()), str(ttl), EVENTS if publish else ""]
+    for job_id, result in succeeded.items():
+        announce = int(len(result) <= ANNOUNCED_MAX_BYTES and _one_line(job_id))
+        args += [job_id, "succeeded", announce, 4, "version", version, "result", result]
     for job_id, (error_type, message) in failed.items():
-        args += [job_id, "failed", 4, "error_type", error_type, "error", message]
+        args += [job_id, "failed", 0, 4, "error_type", error_type, "error", message]
     return ScriptCall([RUNNING, *(job_key(job_id) for job_id in [*succeeded, *failed])], args)
+
+
+def finished_many(reply: Any) -> tuple[list[JobStatus], bytes]:
+    """What a `FINISH_MANY` call returned: the final statuses in order, and its `EVENTS` message."""
+    statuses, message = reply
+    return statuses_of(statuses), bytes(message)
+
+
+class Announced(NamedTuple):
+    """A JSON job's success as its `EVENTS` line carries it: enough to answer a waiter without
+    reading the job back (one Redis round trip less per `/predict` and per long poll)."""
+
+    owner: str
+    model: str
+    version: str
+    predictions: bytes  # the JSON array stored as the job's result
+
+
+def ended(message: bytes) -> Iterator[tuple[str, Announced | None]]:
+    """The jobs an `EVENTS` message says ended: each id, with its answer when announced."""
+    for line in message.split(b"\n"):
+        fields = line.split(b"\t")
+        if len(fields) == 5:
+            job_id, owner, model, version, predictions = fields
+            yield (
+                job_id.decode(),
+                Announced(
+                    owner.decode(), model.decode() or "default", version.decode(), predictions
+                ),
+            )
+        else:  # a job id alone (a failure, a cancel, a CSV job, a large answer)
+            yield line.decode(), None
+
+
+def _one_line(value: str) -> bool:
+    return "\t" not in value and "\n" not in value
 
 
 def statuses_of(reply: object) -> list[JobStatus]:

@@ -63,22 +63,28 @@ class JobRecorder:
         succeeded: Mapping[str, list[float]],
         failed: Mapping[str, tuple[str, str]],
     ) -> None:
-        """Store predictions and (error type, message) pairs in one trip, then wake waiters;
-        `NotReplicated` (the message is handed back) if no replica confirmed them in time."""
+        """Store predictions and (error type, message) pairs in one trip, then wake waiters
+        (small answers travel with the wake-up, see `jobstore.Announced`); `NotReplicated`
+        (the message is handed back) if no replica confirmed them in time."""
         if not succeeded and not failed:
             return
-        call = jobstore.finish_many_call(version, succeeded, failed, ttl=self.ttl)
+        results = {job_id: orjson.dumps(p) for job_id, p in succeeded.items()}
+        # With replicas to wait for, waiters wake after the WAIT: what they are told or read is
+        # then on a replica too. Without, the script publishes: no round trip more.
+        call = jobstore.finish_many_call(
+            version, results, failed, ttl=self.ttl, publish=self.wait is None
+        )
 
         def queue(pipe: Pipeline) -> None:
             pipe.evalsha(self._finish_many.sha, len(call.keys), *call.keys, *call.args)
             if self.wait is not None:
                 self.wait.queue(pipe)
-            # Waiters wake after the WAIT: what they read is then on a replica too.
-            pipe.publish(jobstore.EVENTS, "\n".join([*succeeded, *failed]))
 
         replies = self._pipeline(queue)
         if self.wait is not None:
-            self.wait.check(replies[-2], f"results of {len(call.keys) - 1} job(s)")
+            self.wait.check(replies[-1], f"results of {len(call.keys) - 1} job(s)")
+            _, message = jobstore.finished_many(replies[0])
+            self.redis.publish(jobstore.EVENTS, message)
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from celery import Celery
 
@@ -163,17 +164,22 @@ def test_a_direct_task_with_bad_rows_fails_and_the_worker_keeps_serving(
 def test_finishing_publishes_the_job_id(http: httpx.Client, system: System) -> None:
     pubsub = system.redis().pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(jobstore.EVENTS)
-    published: list[str] = []  # a message holds one job id, or several, one per line
+    published: dict[str, jobstore.Announced | None] = {}  # a line per job that ended
     try:
         job_id = submit(http, [[0.0] * 10])
         deadline = time.monotonic() + 20
         while job_id not in published and time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.2)
             if message is not None:
-                published += message["data"].decode().split("\n")
+                published.update(jobstore.ended(message["data"]))
     finally:
         pubsub.close()
-    assert job_id in published
+    # A small success comes with its answer: the one a reader of the job gets.
+    announced = published[job_id]
+    assert announced is not None
+    result = http.get(f"/v1/jobs/{job_id}/result").json()
+    assert (announced.model, announced.version) == (result["model"], result["version"])
+    assert orjson.loads(announced.predictions) == result["data"]
     # Published on the final transition, so long polls that wake on it find the job finished.
     assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
 
