@@ -1,8 +1,7 @@
 """Run the gateway with uvicorn, configured from settings: `python -m gateway`.
 
-With `MLQUEUE_GATEWAY_WORKERS` > 1 each process listens on its own SO_REUSEPORT socket, so the
-kernel spreads connections evenly; on one shared socket a single process tends to accept nearly
-every keep-alive connection and the others idle.
+With `MLQUEUE_GATEWAY_WORKERS` > 1 the processes share one listening socket and keep their
+connection counts level (`gateway.balance`).
 """
 
 from __future__ import annotations
@@ -11,13 +10,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
+from gateway.balance import BalancedServer, Seats, shared_listener
 from gateway.http_protocol import HttpProtocol
 from shared import metrics_dir
 from shared.logs import configure_logging
@@ -42,18 +41,6 @@ def config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other processes may bind to the same address."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def serve_many(settings: Settings) -> int:
     """Fork one uvicorn server per worker and wait; a signal is passed on to all of them."""
     # Before the fork: every process then counts into files that any of them sums on /metrics.
@@ -66,11 +53,18 @@ def serve_many(settings: Settings) -> int:
 
 def _fork_servers(settings: Settings) -> int:
     children: list[int] = []
-    for _ in range(settings.gateway_workers):
+    server_config = config(settings)
+    try:
+        listener = shared_listener(settings.host, settings.port, server_config.backlog)
+    except OSError as exc:  # the port is taken, say: one clear line
+        print(f"mlqueue gateway: cannot listen on {settings.host}:{settings.port}: {exc}")
+        return 1
+    seats = Seats(settings.gateway_workers)
+    for index in range(settings.gateway_workers):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            sock = reuseport_socket(settings.host, settings.port)
-            uvicorn.Server(config(settings)).run(sockets=[sock])
+            seats.take(index)
+            BalancedServer(server_config, listener, seats).run()
             os._exit(0)
         children.append(pid)
 

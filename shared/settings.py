@@ -158,7 +158,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     """Port the gateway listens on."""
     gateway_workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
-    """Gateway processes, each on its own SO_REUSEPORT socket. With many small jobs the gateway
+    """Gateway processes, sharing one listening socket with their connections kept level (none
+    holds more than one above the least busy). With many small jobs the gateway
     saturates first (two HTTP requests per job), so two by default where there are two cores."""
     max_rows_per_job: int = Field(10_000, ge=1)
     """Rows one JSON job (or `/predict_csv` file) may carry."""
