@@ -29,7 +29,7 @@ from gateway.idempotency import Idempotency, fingerprint
 from gateway.job_stream import JobStreams, StatusEvent
 from gateway.listing import JobListing
 from gateway.publisher import Publisher
-from gateway.quotas import Lease, Quotas
+from gateway.quotas import Lease, Quotas, forgo
 from gateway.ratelimit import RateLimiter
 from gateway.store import JobStore
 from gateway.validation import check_rows
@@ -82,12 +82,6 @@ class Predictions:
 
 Ended = tuple[JobView, bytes | None] | Predictions
 """What a wait ends with: the job's view and its stored predictions, or an announced success."""
-
-
-def _release_taken(taking: asyncio.Future[Lease]) -> None:
-    """A slot taken for a request that failed meanwhile is given back."""
-    if not taking.cancelled() and taking.exception() is None:
-        taking.result().release()
 
 
 @dataclass(frozen=True)
@@ -285,13 +279,25 @@ class Jobs:
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        # Subscribed before the read: an end announced in between is not missed.
+        if seconds <= 0:
+            return await self._read(job_id, owner, deadline)
+        # Subscribed before the read: an end announced in between is not missed. The slot is
+        # taken alongside the read (one round trip for both), and given back if not needed.
         with self.events.subscription(job_id) as finished:
-            view, predictions = await self._read(job_id, owner, deadline)
-            if view.status.finished or seconds <= 0:
+            taking = self.quotas.take_long_poll(owner, seconds)
+            try:
+                view, predictions = await self._read(job_id, owner, deadline)
+            except BaseException:
+                forgo(taking)
+                raise
+            if view.status.finished:
+                forgo(taking)
                 return view, predictions
-            async with self.quotas.long_poll(owner, seconds):
+            slot = await taking  # RateLimited (429) when the key has all its long polls open
+            try:
                 return await self._wait(job_id, owner, deadline, finished)
+            finally:
+                slot.release()
 
     async def _read(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         """The job's view and predictions. A Redis error (a restart or failover under a long
@@ -426,11 +432,11 @@ class Jobs:
         job_id = str(uuid.uuid4())
         with self.events.subscription(job_id) as finished:  # before the job can end
             # The wait's long-poll slot is taken while the job is sent: one round trip less.
-            taking = asyncio.ensure_future(self.quotas.long_poll_slot(owner, timeout))
+            taking = self.quotas.take_long_poll(owner, timeout)
             try:
                 await self.submit(rows, model, owner, job_id=job_id)
             except BaseException:
-                taking.add_done_callback(_release_taken)
+                forgo(taking)
                 raise
             slot = await taking  # RateLimited (429) when the key has all its long polls open
             try:

@@ -117,20 +117,16 @@ class Quotas:
         async with self._slot("uploads", owner, self.settings.max_uploads_per_key, 2 * idle + 5):
             yield
 
-    @contextlib.asynccontextmanager
-    async def long_poll(self, owner: str, seconds: float) -> AsyncIterator[None]:
-        """Hold one of the key's long-poll slots for a wait of `seconds` (429 if none is free)."""
-        held = await self.long_poll_slot(owner, seconds)
-        try:
-            yield
-        finally:
-            held.release()
-
     async def long_poll_slot(self, owner: str, seconds: float) -> Lease:
         """One of the key's long-poll slots for a wait of `seconds`, held until released (429 if
         none is free)."""
         limit = self.settings.max_long_polls_per_key
         return await self.hold("long-polls", owner, limit, seconds + 5, renew=False)
+
+    def take_long_poll(self, owner: str, seconds: float) -> asyncio.Future[Lease]:
+        """`long_poll_slot`, started now and awaited later: the caller's own Redis work goes in
+        the same round trip. A slot then not wanted is given back with `forgo`."""
+        return asyncio.ensure_future(self.long_poll_slot(owner, seconds))
 
     async def add_results(self, owner: str, predictions: int) -> None:
         """Count the result bytes of `predictions` more against the key (429 when over)."""
@@ -228,3 +224,13 @@ class Lease:
         if self._renewer is not None:
             self._renewer.cancel()
         self._quotas.commands.send("ZREM", self._key, self._token)
+
+
+def forgo(taking: asyncio.Future[Lease]) -> None:
+    """Give back the slot `taking` gets, if it gets one (its refusal is then nobody's error)."""
+
+    def release(done: asyncio.Future[Lease]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            done.result().release()
+
+    taking.add_done_callback(release)
