@@ -42,15 +42,6 @@ class AutoPipeline:
         self._pending.append((args, future))
         return await future
 
-    def send(self, *args: Arg) -> None:
-        """One command whose reply nobody waits for (an error is dropped): it joins this turn's
-        pipeline, and the caller goes on at once."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_drop)
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append((args, future))
-
     async def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """A Lua script, sent as EVALSHA in the turn's pipeline; loaded first if Redis does not
         know it (a fresh or restarted Redis) by the script's own call."""
@@ -89,8 +80,3 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
-
-
-def _drop(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

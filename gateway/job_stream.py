@@ -74,4 +74,4 @@ class JobStreams:
                         await asyncio.wait_for(changed.wait(), wait)
                     changed.clear()
         finally:
-            slot.release()
+            await slot.release()

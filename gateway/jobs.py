@@ -279,25 +279,16 @@ class Jobs:
         loop = asyncio.get_running_loop()
         seconds = max(0.0, min(timeout, self.settings.max_wait_seconds))
         deadline = loop.time() + seconds
-        if seconds <= 0:
-            return await self._read(job_id, owner, deadline)
-        # Subscribed before the read: an end announced in between is not missed. The slot is
-        # taken alongside the read (one round trip for both), and given back if not needed.
+        # Subscribed before the read: an end announced in between is not missed.
         with self.events.subscription(job_id) as finished:
-            taking = self.quotas.take_long_poll(owner, seconds)
-            try:
-                view, predictions = await self._read(job_id, owner, deadline)
-            except BaseException:
-                forgo(taking)
-                raise
-            if view.status.finished:
-                forgo(taking)
+            view, predictions = await self._read(job_id, owner, deadline)
+            if view.status.finished or seconds <= 0:
                 return view, predictions
-            slot = await taking  # RateLimited (429) when the key has all its long polls open
+            slot = await self.quotas.long_poll_slot(owner, seconds)  # 429 when none is free
             try:
                 return await self._wait(job_id, owner, deadline, finished)
             finally:
-                slot.release()
+                await slot.release()
 
     async def _read(self, job_id: str, owner: str, deadline: float) -> tuple[JobView, bytes | None]:
         """The job's view and predictions. A Redis error (a restart or failover under a long
@@ -436,13 +427,13 @@ class Jobs:
             try:
                 await self.submit(rows, model, owner, job_id=job_id)
             except BaseException:
-                forgo(taking)
+                await asyncio.shield(forgo(taking))
                 raise
             slot = await taking  # RateLimited (429) when the key has all its long polls open
             try:
                 ended = await self._wait(job_id, owner, deadline, finished)
             finally:
-                slot.release()
+                await slot.release()
         if isinstance(ended, Predictions):
             return ended.data
         view, predictions = ended

@@ -186,7 +186,7 @@ class Quotas:
         try:
             yield
         finally:
-            held.release()
+            await held.release()
 
     async def _lease(self, key: str, token: str, limit: int, lease: float) -> bool:
         now = time.time()
@@ -214,23 +214,20 @@ class Lease:
         self._quotas, self._key, self._token, self._renewer = quotas, key, token, renewer
         self.held = True
 
-    def release(self) -> None:
-        """Give the slot back (idempotent). Nobody waits for it: the ZREM joins the next
-        pipeline of the gateway's commands and the answer goes out meanwhile (its lease ends
-        the slot anyway if Redis misses it)."""
+    async def release(self) -> None:
+        """Give the slot back (idempotent). Awaited before the answer goes out: a client that
+        sends its next request at once must find the slot free, or a key that uses all its
+        slots would see a 429 now and then."""
         if not self.held:
             return
         self.held = False
         if self._renewer is not None:
             self._renewer.cancel()
-        self._quotas.commands.send("ZREM", self._key, self._token)
+        with contextlib.suppress(Exception):  # the lease ends by itself anyway
+            await asyncio.shield(self._quotas.commands.execute("ZREM", self._key, self._token))
 
 
-def forgo(taking: asyncio.Future[Lease]) -> None:
+async def forgo(taking: asyncio.Future[Lease]) -> None:
     """Give back the slot `taking` gets, if it gets one (its refusal is then nobody's error)."""
-
-    def release(done: asyncio.Future[Lease]) -> None:
-        if not done.cancelled() and done.exception() is None:
-            done.result().release()
-
-    taking.add_done_callback(release)
+    with contextlib.suppress(Exception):
+        await (await taking).release()

@@ -121,3 +121,31 @@ def test_a_long_poll_answers_from_the_announcement_of_its_own_job(
     else:
         # Someone else's job: "not found", as when it is read.
         assert isinstance(answer, JobNotFound)
+
+
+def test_a_predict_gives_its_long_poll_slot_back_before_it_answers(
+    settings: Settings, server: fakeredis.FakeServer, publisher: FakePublisher
+) -> None:
+    # A client using all its key's slots sends its next request as soon as it has an answer:
+    # the slot must be free by then, or it would get a 429.
+    settings = settings.model_copy(update={"max_long_polls_per_key": 1})
+
+    async def scenario() -> list[int]:
+        state = GatewayState.create(
+            settings, redis=fakeredis.FakeAsyncRedis(server=server), publisher=publisher
+        )
+        state.events.start()
+        held = []
+        try:
+            await asyncio.sleep(0.1)  # subscribed
+            for _ in range(5):
+                data = await state.jobs.predict_now_json([ROW], "k1")
+                assert orjson.loads(data) == [sum(ROW)]
+                held.append(await state.redis.zcard(f"{jobstore.PREFIX}:quota:long-polls:k1"))
+            return held
+        finally:
+            await state.jobs.close()
+            await state.events.stop()
+            await state.redis.aclose()
+
+    assert asyncio.run(scenario()) == [0] * 5
