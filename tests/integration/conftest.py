@@ -190,3 +190,26 @@ def consumer_paused(system: System) -> Iterator[None]:
     finally:
         for queue in QUEUES:
             control.add_consumer(queue, **replies)
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 (for `processes.wait_until`)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def gateway_processes(system: System, n: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A gateway of `n` processes on the system's Redis and port of its own: (URL, parent)."""
+    port = processes.free_port()
+    env = {**system.env, "MLQUEUE_PORT": str(port), "MLQUEUE_GATEWAY_WORKERS": str(n)}
+    log = system.workdir / f"gateway-x{n}-{port}.log"
+    gateway = processes.spawn(processes.gateway_argv(), env, log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_until(lambda: answers(f"{url}/healthz"), 30, f"gateway x{n}", gateway)
+        yield url, gateway
+    finally:
+        processes.stop(gateway)

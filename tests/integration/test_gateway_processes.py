@@ -7,10 +7,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
-import httpx
-
-from devrun import processes
-from tests.integration.conftest import System
+from tests.integration.conftest import System, gateway_processes
 
 CONNECTIONS = 40
 
@@ -34,13 +31,8 @@ def established(port: int, pids: list[int]) -> Counter[int]:
 
 
 def test_keep_alive_connections_are_spread_evenly_over_two_processes(system: System) -> None:
-    port = processes.free_port()
-    env = {**system.env, "MLQUEUE_PORT": str(port), "MLQUEUE_GATEWAY_WORKERS": "2"}
-    gateway = processes.spawn(processes.gateway_argv(), env, log=system.workdir / "gateway-2.log")
-    url = f"http://127.0.0.1:{port}"
-    conns: list[socket.socket] = []
-    try:
-        processes.wait_until(lambda: _answers(f"{url}/healthz"), 30, "gateway x2", gateway)
+    with gateway_processes(system, 2) as (url, gateway):
+        port = int(url.rsplit(":", 1)[1])
         children = [
             int(pid)
             for pid in Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
@@ -51,22 +43,15 @@ def test_keep_alive_connections_are_spread_evenly_over_two_processes(system: Sys
         conns = [
             socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CONNECTIONS)
         ]
-        for conn in conns:  # each connection answers (and stays open: keep-alive)
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        for conn in conns:
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-        held = established(port, children)
-        assert sum(held.values()) == CONNECTIONS
-        # At most one more than the least busy, give or take one in flight.
-        assert max(held.values()) - min(held[pid] for pid in children) <= 2, held
-    finally:
-        for conn in conns:
-            conn.close()
-        processes.stop(gateway)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        try:
+            for conn in conns:  # each connection answers (and stays open: keep-alive)
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            for conn in conns:
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            held = established(port, children)
+            assert sum(held.values()) == CONNECTIONS
+            # At most one more than the least busy, give or take one in flight.
+            assert max(held.values()) - min(held[pid] for pid in children) <= 2, held
+        finally:
+            for conn in conns:
+                conn.close()

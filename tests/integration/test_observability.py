@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from devrun import processes
-from tests.integration.conftest import System, wait_for
+from tests.integration.conftest import System, answers, gateway_processes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +178,7 @@ def test_flower_sees_the_workers(system: System) -> None:
     flower = processes.spawn(argv, system.env, log=system.workdir / "flower.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        processes.wait_until(lambda: _answers(f"{url}/healthcheck"), 30, "flower", flower)
+        processes.wait_until(lambda: answers(f"{url}/healthcheck"), 30, "flower", flower)
         assert httpx.get(f"{url}/api/workers", timeout=5).status_code == 401
         workers: dict[str, dict[str, object]] = {}
         deadline = time.monotonic() + 20
@@ -191,28 +191,19 @@ def test_flower_sees_the_workers(system: System) -> None:
         processes.stop(flower)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_several_gateway_processes_answer_metrics_with_their_sum(system: System) -> None:
-    port = processes.free_port()
-    env = {**system.env, "MLQUEUE_PORT": str(port), "MLQUEUE_GATEWAY_WORKERS": "2"}
-    gateway = processes.spawn(processes.gateway_argv(), env, log=system.workdir / "gateway2.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        processes.wait_until(lambda: _answers(f"{url}/healthz"), 30, "gateway x2", gateway)
+    with gateway_processes(system, 2) as (url, _):
+        # Four keep-alive connections: no process may hold two more than the other, so both
+        # answer some of the requests.
+        clients = [httpx.Client(base_url=url, timeout=5) for _ in range(4)]
         n = 40
-        for _ in range(n):  # a new connection each: the kernel spreads them over both processes
-            assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 200
+        for i in range(n):
+            assert clients[i % 4].get("/v1/models").status_code == 200
+        for client in clients:
+            client.close()
         models = {"method": "GET", "route": "/v1/models", "status": "200"}
         for _ in range(6):  # whichever process answers, it reports both processes' requests
             text = httpx.get(f"{url}/metrics", timeout=5).text
             assert total(text, "mlqueue_http_requests_total", **models) == n
             assert total(text, "mlqueue_redis_up") == 1
             assert 'mlqueue_queue_depth{queue="mlqueue"}' in text
-    finally:
-        processes.stop(gateway)
