@@ -45,3 +45,9 @@ def test_the_counts_are_shared_with_forked_processes() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert seats.may_accept(8) and not seats.may_accept(9)
+
+
+def test_a_process_that_never_published_is_not_compared() -> None:
+    seats = Seats(2)  # process 1 forked but still starting: nothing published yet
+    seats.take(0)
+    assert seats.may_accept(10)
