@@ -47,9 +47,12 @@ class Seats:
         self.index = 0
 
     def take(self, index: int) -> None:
-        """This process is number `index`. Its count is compared once it publishes one: a
-        process still starting (its lifespan) does not hold the others back meanwhile."""
+        """This process is number `index`, with no connection yet: from now on the others
+        compare their counts with its own, so connections that arrive while it starts wait
+        for it rather than all going to a sibling that started first (for at most
+        `STALE_AFTER` if its start blocks)."""
         self.index = index
+        self.publish(0)
 
     def publish(self, connections: int) -> None:
         """Record this process's open connections."""
@@ -93,9 +96,9 @@ class BalancedServer(uvicorn.Server):
         self._serving: set[asyncio.Task[None]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=[])  # the lifespan; accepting is done here
         self._loop = asyncio.get_running_loop()
-        self._tick()
+        self._tick()  # while the lifespan starts, too: this process is coming
+        await super().startup(sockets=[])  # the lifespan; accepting is done here
         self._read()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
