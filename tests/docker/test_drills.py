@@ -161,6 +161,9 @@ def test_pause_redis_5s_answers_503_then_recovers(stack: Stack) -> None:
         docker("pause", redis)
         paused = time.monotonic()
         probes = _probe_until(stack, paused + 5.0)  # fresh requests while Redis is paused
+        # Redis runs again before `docker unpause` returns: a request waiting for it can be
+        # answered 202 in between, so "while paused" ends when the unpause is asked for.
+        unpausing = time.monotonic()
         docker("unpause", redis)
         unpaused = time.monotonic()
         wait_for(lambda: load.first_accepted_after(unpaused) < float("inf"), 60, "a 202 again")
@@ -170,7 +173,7 @@ def test_pause_redis_5s_answers_503_then_recovers(stack: Stack) -> None:
     # already inside the gateway when Redis froze may wait for it and, once it is back, be
     # accepted: that is no failure, but how long it waited is reported.
     during = Counter(
-        a.status for a in load.answers if paused <= a.sent and a.sent + a.took < unpaused
+        a.status for a in load.answers if paused <= a.sent and a.sent + a.took < unpausing
     )
     during.update(a.status for a in probes)
     in_flight = [a for a in load.answers if a.sent < paused < a.sent + a.took]
