@@ -90,7 +90,7 @@ class BalancedServer(uvicorn.Server):
         self.listener = listener
         self.seats = seats
         self._starting = 0  # accepted, not yet handed to a protocol
-        self._handles: list[asyncio.TimerHandle] = []
+        self._ticking: asyncio.TimerHandle | None = None
         self._reading = False
         self._closing = False
         self._serving: set[asyncio.Task[None]] = set()
@@ -104,8 +104,8 @@ class BalancedServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._closing = True
         self._unread()
-        for handle in self._handles:
-            handle.cancel()
+        if self._ticking is not None:
+            self._ticking.cancel()
         await super().shutdown(sockets=sockets)
 
     def _open(self) -> int:
@@ -113,7 +113,7 @@ class BalancedServer(uvicorn.Server):
 
     def _tick(self) -> None:
         self.seats.publish(self._open())
-        self._handles = [self._loop.call_later(TICK, self._tick)]
+        self._ticking = self._loop.call_later(TICK, self._tick)
 
     def _read(self) -> None:
         if not (self._reading or self._closing):

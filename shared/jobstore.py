@@ -258,10 +258,10 @@ def finish_many_call(
     return ScriptCall([RUNNING, *(job_key(job_id) for job_id in [*succeeded, *failed])], args)
 
 
-def finished_many(reply: Any) -> tuple[list[JobStatus], bytes]:
-    """What a `FINISH_MANY` call returned: the final statuses in order, and its `EVENTS` message."""
-    statuses, message = reply
-    return statuses_of(statuses), bytes(message)
+def finished_message(reply: Any) -> bytes:
+    """The `EVENTS` message a `FINISH_MANY` call returned (after its final statuses)."""
+    _, message = reply
+    return bytes(message)
 
 
 class Announced(NamedTuple):
@@ -295,7 +295,7 @@ def _one_line(value: str) -> bool:
 
 
 def statuses_of(reply: object) -> list[JobStatus]:
-    """The statuses a `START_MANY` or `FINISH_MANY` call returned, in order."""
+    """The statuses a `START_MANY` call returned, in order."""
     return [JobStatus(text(s)) for s in reply] if isinstance(reply, list) else []
 
 

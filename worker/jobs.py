@@ -83,8 +83,7 @@ class JobRecorder:
         replies = self._pipeline(queue)
         if self.wait is not None:
             self.wait.check(replies[-1], f"results of {len(call.keys) - 1} job(s)")
-            _, message = jobstore.finished_many(replies[0])
-            self.redis.publish(jobstore.EVENTS, message)
+            self.redis.publish(jobstore.EVENTS, jobstore.finished_message(replies[0]))
 
     def stored(self, job_id: str) -> tuple[str | None, list[float] | None, str | None]:
         """The (version, predictions, error) already stored for a job."""
