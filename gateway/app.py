@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from gateway import deps, errors, keys, traces
+from gateway.fastlane import FastLane
 from gateway.limits import BodyLimit
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import csv_jobs, health, jobs, legacy, metrics, model_upload, models, v2, web
@@ -21,8 +22,11 @@ from shared.schemas import Problem
 from shared.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A configured gateway; its lifespan opens and closes its state (Redis, the publisher)."""
+def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> FastAPI:
+    """A configured gateway; its lifespan opens and closes its state (Redis, the publisher).
+
+    `fast_lane=False` leaves every request to FastAPI's routes (tests compare the two).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -62,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, v2.probes, web.router):
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")
+    if fast_lane:  # inside the body limits and the metrics, like the routes it stands in for
+        app.add_middleware(FastLane)
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,

@@ -51,18 +51,15 @@ async def get_owner(request: Request, credentials: Credentials) -> str:
     Jobs are visible only to their owner. Routers that need a key depend on this function, so
     it runs once per request (FastAPI caches a dependency within a request).
     """
-    settings = _gateway(request).settings
-    digests = settings.api_keys + settings.admin_keys
-    if not digests:
-        return ""
-    found = keys.match(credentials.credentials, digests) if credentials else None
-    if found is None:
+    token = credentials.credentials if credentials else None
+    owner = keys.owner_for(_gateway(request).settings, token)
+    if owner is None:
         raise HTTPException(
             401,
             "a valid API key is required: Authorization: Bearer <key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    return keys.owner_id(found)
+    return owner
 
 
 async def get_admin(request: Request, credentials: Credentials) -> str:

@@ -42,6 +42,17 @@ def match(key: str, digests: Sequence[str]) -> str | None:
     return found
 
 
+def owner_for(settings: Settings, key: str | None) -> str | None:
+    """Who sends `key`: the owner id of a configured key ("" when no keys are configured, so
+    everyone is the same anonymous owner); None when keys are configured and `key` is none of
+    them."""
+    digests = settings.api_keys + settings.admin_keys
+    if not digests:
+        return ""
+    found = match(key, digests) if key else None
+    return None if found is None else owner_id(found)
+
+
 def admin_owners(settings: Settings) -> list[str]:
     """The owner ids of the admin keys (they may see ownerless jobs)."""
     return [owner_id(d) for d in settings.admin_keys]

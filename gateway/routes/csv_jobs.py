@@ -45,6 +45,7 @@ UPLOAD_BODY: dict[str, Any] = {
 @router.post(
     "/csv",
     status_code=202,
+    response_model=JobAccepted,
     openapi_extra=UPLOAD_BODY,
     responses={
         202: ex.answer("Accepted: poll `Location` for progress.", ex.CSV_ACCEPTED),
@@ -59,7 +60,6 @@ async def submit_csv(
     request: Request,
     jobs: JobsDep,
     owner: OwnerDep,
-    response: Response,
     model: Annotated[
         str | None,
         Query(
@@ -77,7 +77,7 @@ async def submit_csv(
         Literal["high", "normal", "low"] | None, Query(description="Queue priority.")
     ] = None,
     idempotency_key: IdempotencyKey = None,
-) -> JobAccepted:
+) -> Response:
     """Stream a CSV file in and score it in chunks; form fields (sent before `file`) or query
     parameters set the options. Header errors are a 422 at once; bad data lines fail the job
     with their line and column (or are skipped and reported with `on_error=skip`)."""
@@ -87,7 +87,7 @@ async def submit_csv(
         query["ignore_extra"] = str(ignore_extra)
     content_type = request.headers.get("content-type", "")
     submitted = await jobs.submit_csv(content_type, request.stream(), owner, query, idempotency_key)
-    return accepted(submitted, response)
+    return accepted(submitted)
 
 
 @router.get(

@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom, StateDep
 from gateway.idempotency import KEY_PATTERN
-from gateway.jobs import CsvResult, Submitted
+from gateway.jobs import CsvResult, Jobs, Submitted
 from shared.schemas import (
     JobAccepted,
     JobPage,
@@ -66,6 +66,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=202,
+    response_model=JobAccepted,
     responses={
         202: ex.answer("Accepted: poll `Location`.", ex.ACCEPTED),
         409: {"model": Problem, "description": "A request with this Idempotency-Key is running."},
@@ -77,22 +78,29 @@ async def submit_job(
     body: Annotated[PredictRequest, Body(openapi_examples=ex.SUBMIT_BODIES)],
     jobs: JobsDep,
     owner: OwnerDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> JobAccepted:
+) -> Response:
     """Enqueue rows for prediction; poll `Location` or fetch `Location/result`."""
+    return await submit(jobs, body, owner, idempotency_key)
+
+
+async def submit(jobs: Jobs, body: PredictRequest, owner: str, key: str | None) -> Response:
+    """`POST /v1/jobs` once its inputs are read (by the route, or by `gateway.fastlane`)."""
     submitted = await jobs.submit_once(
-        body.data, body.model, owner, idempotency_key, body.priority, body.callback_url
+        body.data, body.model, owner, key, body.priority, body.callback_url
     )
-    return accepted(submitted, response)
+    return accepted(submitted)
 
 
-def accepted(submitted: Submitted, response: Response) -> JobAccepted:
-    """The 202 body, with `Location` (and `Idempotent-Replayed` for a replay) set."""
-    response.headers["Location"] = submitted.accepted.location
+def accepted(submitted: Submitted) -> Response:
+    """The 202 with the `JobAccepted` body, `Location` (and `Idempotent-Replayed` for a
+    replay)."""
+    headers = {"Location": submitted.accepted.location}
     if submitted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return submitted.accepted
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        submitted.accepted.model_dump_json(), 202, headers, media_type="application/json"
+    )
 
 
 @router.get(
@@ -155,6 +163,12 @@ async def get_result(
 ) -> Response:
     """The predictions, one per input row in order (for a CSV job a `text/csv` stream: the id
     column when one was named, then `prediction`); `?wait=S` returns as soon as the job ends."""
+    return await result(jobs, job_id, owner, wait)
+
+
+async def result(jobs: Jobs, job_id: str, owner: str, wait: float) -> Response:
+    """`GET /v1/jobs/{job_id}/result` once its inputs are read (by the route, or by
+    `gateway.fastlane`)."""
     answer = await jobs.result(job_id, owner, wait)
     if isinstance(answer, CsvResult):
         return StreamingResponse(
@@ -226,6 +240,7 @@ async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
 @router.post(
     "/{job_id}/retry",
     status_code=202,
+    response_model=JobAccepted,
     responses={
         202: ex.answer("Accepted: the new job (its view has `retry_of`).", ex.ACCEPTED),
         409: {"model": Problem, "description": "The job is not failed or cancelled, or is CSV."},
@@ -233,9 +248,7 @@ async def cancel_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> JobView:
     },
     dependencies=[QueueHasRoom],
 )
-async def retry_job(
-    job_id: JobId, jobs: JobsDep, owner: OwnerDep, response: Response
-) -> JobAccepted:
+async def retry_job(job_id: JobId, jobs: JobsDep, owner: OwnerDep) -> Response:
     """Run a failed or cancelled JSON job again, with the same rows and model version, as a
     new job."""
-    return accepted(Submitted(await jobs.retry(job_id, owner)), response)
+    return accepted(Submitted(await jobs.retry(job_id, owner)))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, File, Response, UploadFile
 
 from gateway import examples as ex
 from gateway.deps import JobsDep, OwnerDep, QueueHasRoom
+from gateway.jobs import Jobs
 from gateway.routes.jobs import PROBLEMS
 from shared.schemas import LegacyPredictRequest, LegacyPredictResponse
 
@@ -40,6 +41,11 @@ async def predict(
     owner: OwnerDep,
 ) -> Response:
     """Predict rows with the default model and wait for the answer (bounded)."""
+    return await predict_rows(jobs, body, owner)
+
+
+async def predict_rows(jobs: Jobs, body: LegacyPredictRequest, owner: str) -> Response:
+    """`POST /predict` once its inputs are read (by the route, or by `gateway.fastlane`)."""
     return predictions(await jobs.predict_now_json(body.data, owner))
 
 
