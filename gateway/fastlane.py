@@ -1,19 +1,19 @@
-"""The three routes that carry nearly all traffic, answered without FastAPI's per-request work.
+"""The routes that carry nearly all traffic, answered without FastAPI's per-request work.
 
-`POST /predict`, `POST /v1/jobs` and `GET /v1/jobs/{job_id}/result` are most of what a busy
-gateway serves, and through FastAPI each spent about as much CPU again on routing, dependency
-resolution and the framework's middleware layers as on its own work. The gateway's CPU is what a
-one-row job waits for on a small machine: answering these routes here took `make bench` at 64
-clients on two cores from 2,108 to 3,024 `/predict` jobs/s (p99 54 to 35 ms) and from 1,901 to
-2,507 submit + long-poll jobs/s (p99 64 to 48 ms); docs/benchmarks.md.
+`POST /predict`, `POST /v1/jobs`, `GET /v1/jobs/{job_id}/result` and the V2 protocol's `infer`
+are most of what a busy gateway serves, and through FastAPI each spent about as much CPU again on
+routing, dependency resolution and the framework's middleware layers as on its own work. The
+gateway's CPU is what a one-row job waits for on a small machine: answering these routes here
+took `make bench` at 64 clients on two cores from 2,108 to 3,024 `/predict` jobs/s (p99 54 to
+35 ms) and from 1,901 to 2,507 submit + long-poll jobs/s (p99 64 to 48 ms); docs/benchmarks.md.
 
 The routes stay the contract and the OpenAPI. This lane answers only a request whose every part
-it can read exactly as the route would, and answers it with the route's own function: a valid key
-(or none configured), a body that `json` parses (as Starlette does) and the route's model
-validates, no query parameter or header it does not know. Any other request goes on to the app as
-it came, its body replayed, and gets FastAPI's answer: every 401, 415 and 422 is the route's own.
-What the service raises is answered by the app's exception handlers (`gateway.errors`), looked up
-the way Starlette looks them up.
+it can read exactly as the route would, and answers it with the route's own function: the path
+matched by the route's own pattern, a valid key (or none configured), a body that `json` parses
+(as Starlette does) and the route's model validates, no query parameter or header it does not
+know. Any other request goes on to the app as it came, its body replayed, and gets FastAPI's
+answer: every 401, 415 and 422 is the route's own. What the service raises is answered by the
+app's exception handlers (`gateway.errors`), looked up the way Starlette looks them up.
 """
 
 from __future__ import annotations
@@ -37,16 +37,19 @@ from gateway import keys
 from gateway.idempotency import KEY_PATTERN
 from gateway.routes import jobs as job_routes
 from gateway.routes import legacy
+from gateway.routes import v2 as v2_routes
 from gateway.state import GatewayState
+from gateway.v2 import HEADER_LENGTH
 from shared.schemas import LegacyPredictRequest, PredictRequest
 
 # The headers this lane reads; a request that sends one of them twice is handed on.
 AUTHORIZATION = b"authorization"
 CONTENT_TYPE = b"content-type"
 IDEMPOTENCY_KEY = b"idempotency-key"
-READ = (AUTHORIZATION, CONTENT_TYPE, IDEMPOTENCY_KEY)
+V2_HEADER_LENGTH = HEADER_LENGTH.encode()
+READ = (AUTHORIZATION, CONTENT_TYPE, IDEMPOTENCY_KEY, V2_HEADER_LENGTH)
 
-RESULT_PATH = re.compile(r"/v1/jobs/([^/]{1,200})/result")  # the route's `JobId` bounds
+MAX_JOB_ID = 200  # the route's `JobId` bound
 WAIT = re.compile(rb"wait=([0-9]{1,2}(?:\.[0-9]{1,3})?)")  # `?wait=S`, S in [0, 30] checked after
 MAX_WAIT = 30.0
 Model = TypeVar("Model", bound=BaseModel)
@@ -109,17 +112,24 @@ async def _submit(incoming: Incoming, owner: str) -> Response | None:
 
 
 async def _result(incoming: Incoming, owner: str) -> Response | None:
-    query = incoming.scope["query_string"]
-    wait = 0.0
-    if query:
-        found = WAIT.fullmatch(query)
-        if found is None:
-            return None
-        wait = float(found[1])
-        if wait > MAX_WAIT:
-            return None
     job_id = incoming.path_params["job_id"]
+    query = incoming.scope["query_string"]
+    found = WAIT.fullmatch(query) if query else None
+    wait = float(found[1]) if found else 0.0
+    if len(job_id) > MAX_JOB_ID or (query and found is None) or wait > MAX_WAIT:
+        return None
     return await job_routes.result(incoming.state.jobs, job_id, owner, wait)
+
+
+async def _infer(incoming: Incoming, owner: str) -> Response | None:
+    # The V2 routes read the body as bytes: the service checks it, in the protocol's words.
+    state = incoming.state
+    await state.queue_depth.check(state.redis)  # the routes' `QueueHasRoom`
+    name, version = incoming.path_params["name"], incoming.path_params.get("version")
+    length = incoming.headers.get(V2_HEADER_LENGTH)
+    header_length = None if length is None else length.decode("latin-1")
+    v2 = await v2_routes.get_v2(state)
+    return await v2_routes.inferred(v2, name, version, incoming.body(), header_length, owner)
 
 
 @dataclass(frozen=True)
@@ -141,11 +151,23 @@ class Lane:
         )
         return cls(method, route, answer, body)
 
+    def match(self, scope: Scope) -> dict[str, str] | None:
+        """The path parameters if `scope` is a request for this route, as the router matches."""
+        if scope["method"] != self.method:
+            return None
+        found = self.route.path_regex.match(scope["path"])
+        return None if found is None else found.groupdict()
 
-PREDICT = Lane.of(legacy.router, "POST", "/predict", _predict, body=True)
-SUBMIT = Lane.of(job_routes.router, "POST", "/v1/jobs", _submit, body=True)
-RESULT = Lane.of(job_routes.router, "GET", "/v1/jobs/{job_id}/result", _result, body=False)
-EXACT = {(lane.method, lane.route.path): lane for lane in (PREDICT, SUBMIT)}
+
+LANES = (
+    Lane.of(legacy.router, "POST", "/predict", _predict, body=True),
+    Lane.of(job_routes.router, "POST", "/v1/jobs", _submit, body=True),
+    Lane.of(job_routes.router, "GET", "/v1/jobs/{job_id}/result", _result, body=False),
+    Lane.of(v2_routes.router, "POST", "/v2/models/{name}/infer", _infer, body=True),
+    Lane.of(
+        v2_routes.router, "POST", "/v2/models/{name}/versions/{version}/infer", _infer, body=True
+    ),
+)
 
 
 class FastLane:
@@ -184,12 +206,10 @@ class FastLane:
 def _lane(scope: Scope) -> tuple[Lane, dict[str, str]] | None:
     if scope["type"] != "http" or scope.get("root_path"):
         return None  # behind a path prefix the router's matching is left to the router
-    method, path = scope["method"], scope["path"]
-    lane = EXACT.get((method, path))
-    if lane is not None:
-        return lane, {}
-    if method == RESULT.method and (found := RESULT_PATH.fullmatch(path)):
-        return RESULT, {"job_id": found[1]}
+    for lane in LANES:
+        path_params = lane.match(scope)
+        if path_params is not None:
+            return lane, path_params
     return None
 
 

@@ -102,8 +102,7 @@ async def version_ready(name: str, version: str, v2: V2Dep) -> ModelReady:
 async def infer(name: str, request: Request, v2: V2Dep, owner: OwnerDep) -> Response:
     """Predict one input tensor `[n, n_features]` with the model's newest version and wait."""
     body = await request.body()
-    answer = await v2.infer(name, None, body, request.headers.get(HEADER_LENGTH), owner)
-    return Response(answer, media_type="application/json")
+    return await inferred(v2, name, None, body, request.headers.get(HEADER_LENGTH), owner)
 
 
 @router.post(
@@ -118,5 +117,17 @@ async def infer_version(
 ) -> Response:
     """Predict with one version of the model and wait."""
     body = await request.body()
-    answer = await v2.infer(name, version, body, request.headers.get(HEADER_LENGTH), owner)
+    return await inferred(v2, name, version, body, request.headers.get(HEADER_LENGTH), owner)
+
+
+async def inferred(
+    v2: InferenceV2,
+    name: str,
+    version: str | None,
+    body: bytes,
+    header_length: str | None,
+    owner: str,
+) -> Response:
+    """`POST .../infer` once its inputs are read (by the routes, or by `gateway.fastlane`)."""
+    answer = await v2.infer(name, version, body, header_length, owner)
     return Response(answer, media_type="application/json")

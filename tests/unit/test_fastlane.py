@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
 import fakeredis
+import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -181,6 +183,35 @@ def test_predict_is_answered_alike(pair: tuple[TestClient, TestClient], body: by
         assert content == b'{"data":[45.5,1.0]}'
 
 
+FLAT = b'{"name":"input-0","shape":[1,10],"datatype":"FP64","data":[1,2,3,4,5,6,7,8,9,0.5]}'
+BINARY = struct.pack("<10f", *ROW)
+BINARY_HEADER = (
+    b'{"inputs":[{"name":"input-0","shape":[1,10],"datatype":"FP32",'
+    b'"parameters":{"binary_data_size":40}}]}'
+)
+INFERS: list[tuple[str, bytes, dict[str, str]]] = [
+    ("/v2/models/demo/infer", b'{"id":"r-1","inputs":[' + FLAT + b"]}", JSON),
+    ("/v2/models/demo/versions/1/infer", b'{"inputs":[' + FLAT + b"]}", JSON),
+    ("/v2/models/demo/versions/9/infer", b'{"inputs":[' + FLAT + b"]}", JSON),
+    ("/v2/models/nope/infer", b'{"inputs":[' + FLAT + b"]}", JSON),
+    ("/v2/models/demo/infer", b'{"inputs":[]}', JSON),
+    ("/v2/models/demo/infer", b"{not json", JSON),
+    ("/v2/models/demo/infer", b'{"inputs":[' + FLAT + b"]}", {}),
+    ("/v2/models/demo/infer", BINARY_HEADER + BINARY,
+     {"inference-header-content-length": str(len(BINARY_HEADER))}),
+    ("/v2/models/demo/infer", BINARY_HEADER + BINARY, {"inference-header-content-length": "x"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), INFERS)
+def test_a_v2_infer_is_answered_alike(
+    pair: tuple[TestClient, TestClient], path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    status, _, content = same(pair, "POST", path, content=body, headers={**AUTH, **headers})
+    if status == 200:
+        assert orjson.loads(content)["outputs"][0]["data"] == [sum(ROW)]
+
+
 def test_a_full_queue_is_a_503_in_both(keyed: Settings) -> None:
     full = keyed.model_copy(update={"max_queue_depth": 1})
     servers = [fakeredis.FakeServer() for _ in range(2)]
@@ -190,7 +221,7 @@ def test_a_full_queue_is_a_503_in_both(keyed: Settings) -> None:
         TestClient(gateway(full, True, servers[0])),
         TestClient(gateway(full, False, servers[1])),
     )
-    for path in ("/v1/jobs", "/predict"):
+    for path in ("/v1/jobs", "/predict", "/v2/models/demo/infer"):
         status, headers, _ = same(pair, "POST", path, json={"data": [ROW]}, headers=AUTH)
         assert status == 503
         assert ("retry-after", "42") in headers  # 2 + 10 x (5 - 1) / 1
@@ -260,6 +291,8 @@ def test_the_lane_answers_the_common_requests_itself(behind: tuple[TestClient, R
     result = client.get(f"/v1/jobs/{job_id}/result?wait=2")
     assert result.json()["data"] == [sum(ROW)]
     assert client.post("/predict", json={"data": [ROW]}).json() == {"data": [sum(ROW)]}
+    inferred = client.post("/v2/models/demo/infer", content=b'{"inputs":[' + FLAT + b"]}")
+    assert inferred.json()["outputs"][0]["data"] == [sum(ROW)]
     assert client.get("/v1/jobs/missing/result").status_code == 404  # answered, by the handler
     assert recorder.handed == []
 
