@@ -8,6 +8,7 @@ only: route templates (never raw paths), model names from the registry, and stat
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -75,9 +76,27 @@ _multiprocess_registry: CollectorRegistry | None = None
 
 def job_submitted(model: str, kind: str, n_rows: int | None) -> None:
     """Count an accepted job (call once per job, after it was enqueued)."""
-    JOBS_SUBMITTED.labels(model, kind).inc()
+    jobs, rows = _submitted(model, kind)
+    jobs.inc()
     if n_rows:
-        ROWS_SUBMITTED.labels(model, kind).inc(n_rows)
+        rows.inc(n_rows)
+
+
+# `labels()` checks and locks on every call; a series, once made, is the same object for good.
+# The label values are bounded (see above), so are these caches.
+@functools.cache
+def _submitted(model: str, kind: str) -> tuple[Counter, Counter]:
+    return JOBS_SUBMITTED.labels(model, kind), ROWS_SUBMITTED.labels(model, kind)
+
+
+@functools.cache
+def _answered(method: str, route: str, status: int) -> Counter:
+    return REQUESTS.labels(method, route, str(status))
+
+
+@functools.cache
+def _timed(method: str, route: str) -> Histogram:
+    return LATENCY.labels(method, route)
 
 
 async def exposition(redis: Redis) -> bytes:
@@ -137,8 +156,8 @@ class MetricsMiddleware:
         finally:
             route = _route_template(scope)
             method = scope["method"] if scope["method"] in METHODS else "other"
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            _answered(method, route, status).inc()
+            _timed(method, route).observe(time.perf_counter() - started)
 
 
 def _route_template(scope: Scope) -> str:
