@@ -30,6 +30,9 @@ from shared.tasks import QUEUE, BatchJob, PredictBatchKwargs
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, PredictBatchKwargs, str], Awaitable[None]]  # id, message, queue
+# The message `Publish` would send (id, message, queue), for the job store to push with the
+# records; None: send it with `Publish`.
+Encode = Callable[[str, PredictBatchKwargs, str], bytes | None]
 
 
 @dataclass
@@ -57,10 +60,12 @@ class Batcher:
         max_rows: int,
         max_wait: float,
         charge: ResultBytes | None = None,
+        encode: Encode | None = None,
     ) -> None:
         self.store = store
         self.charge = charge  # each job's result bytes count against its owner's limit
         self.publish = publish
+        self.encode = encode
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._open: dict[tuple[str, str], _Batch] = {}  # by (model, queue): one priority each
@@ -123,16 +128,21 @@ class Batcher:
     async def _deliver(self, batch: _Batch) -> None:
         try:
             with traces.batch_span(batch.jobs, batch.model, batch.rows):
+                # The message goes with the records, in the same script, unless a job is
+                # refused there: then the others go in a message of their own.
+                message_id = _message_id(batch.jobs)
+                push = self._encoded(message_id, batch)
                 batch.refused.update(
-                    await self.store.create_many(batch.records, batch.payloads, self.charge)
+                    await self.store.create_many(batch.records, batch.payloads, self.charge, push)
                 )
                 jobs = [job for job in batch.jobs if job["id"] not in batch.refused]
-                if jobs:
-                    # One job alone keeps its own id as the message id, which eases tracing.
-                    message_id = jobs[0]["id"] if len(jobs) == 1 else str(uuid.uuid4())
+                if batch.refused:  # the script pushed nothing
+                    message_id, push = _message_id(jobs or batch.jobs), None
+                if jobs and push is None:
                     await self.publish(
                         message_id, {"jobs": jobs, "model": batch.model}, batch.queue
                     )
+                if jobs:
                     # Links the message id (the worker's Celery task id) to its job ids.
                     extra = {"message_id": message_id, "model": batch.model, "rows": batch.rows}
                     log.info("batch sent", extra={**extra, "job_ids": [j["id"] for j in jobs]})
@@ -147,6 +157,17 @@ class Batcher:
                 raise
         else:
             batch.sent.set_result(None)
+
+    def _encoded(self, message_id: str, batch: _Batch) -> tuple[str, bytes] | None:
+        if self.encode is None:
+            return None
+        message = self.encode(message_id, {"jobs": batch.jobs, "model": batch.model}, batch.queue)
+        return None if message is None else (batch.queue, message)
+
+
+def _message_id(jobs: list[BatchJob]) -> str:
+    # One job alone keeps its own id as the message id, which eases tracing.
+    return jobs[0]["id"] if len(jobs) == 1 else str(uuid.uuid4())
 
 
 def serialize(rows: list[list[float]]) -> tuple[list[list[float]], bytes]:

@@ -125,6 +125,9 @@ class Jobs:
             max_rows=settings.batch_max_rows,
             max_wait=settings.batch_max_wait_ms / 1000,
             charge=self.quotas.results,  # checked in the batch's own round trip
+            # The message goes with the records in one round trip, unless a replica must have
+            # the records first (WAIT after the script, then the message: as before).
+            encode=self._encode_batch if wait is None else None,
         )
 
     async def submit(
@@ -461,5 +464,14 @@ class Jobs:
     async def _publish_batch(
         self, message_id: str, message: PredictBatchKwargs, queue: str
     ) -> None:
-        summary = f"<{len(message['jobs'])} jobs>"
-        await self.publisher.send(PREDICT_BATCH, message_id, message, summary, queue)
+        await self.publisher.send(PREDICT_BATCH, message_id, message, _summary(message), queue)
+
+    def _encode_batch(
+        self, message_id: str, message: PredictBatchKwargs, queue: str
+    ) -> bytes | None:
+        return self.publisher.encoded(PREDICT_BATCH, message_id, message, _summary(message), queue)
+
+
+def _summary(message: PredictBatchKwargs) -> str:
+    # What Celery shows in place of a batch's arguments.
+    return f"<{len(message['jobs'])} jobs>"

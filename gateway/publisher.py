@@ -47,6 +47,17 @@ class Publisher(Protocol):
         """Send `task` with `kwargs` as message `message_id` to `queue` (its priority);
         `summary` stands in for the arguments wherever Celery would show them."""
 
+    def encoded(
+        self,
+        task: str,
+        message_id: str,
+        kwargs: Mapping[str, Any],
+        summary: str,
+        queue: str = QUEUE,
+    ) -> bytes | None:
+        """The message `send` would push to `queue`'s list, for a caller that pushes it with
+        its own write; None when it must go through `send`."""
+
 
 def task_message(
     task: str,
@@ -142,6 +153,21 @@ class BrokerPublisher:
                 await self._push(task, message_id, kwargs, summary, queue, trace)
         else:
             await self._push(task, message_id, kwargs, summary, queue)
+
+    def encoded(
+        self,
+        task: str,
+        message_id: str,
+        kwargs: Mapping[str, Any],
+        summary: str,
+        queue: str = QUEUE,
+    ) -> bytes | None:
+        """The message `send` would push, for a caller that pushes it with its own write (the
+        jobs' records, in one round trip); None while tracing is on: the message then carries
+        the context of the span `send` makes around its push."""
+        if tracing.ON:
+            return None
+        return task_message(task, message_id, kwargs, summary, queue, self.origin, self.reply_to)
 
     async def _push(
         self,

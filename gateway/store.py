@@ -18,14 +18,17 @@ from shared.schemas import JobStatus, JobView
 
 # A micro-batch of new jobs in one call. KEYS: the outbox, the webhooks' due set, then per job its
 # record and its owner's listing index, then per charged owner its result-byte buckets (current
-# first; `ResultBytes`). ARGV: now, ttl, jobs, owners charged, buckets per owner, byte limit, then
-# per job: id, created_at, owner number (0: not charged), bytes, in outbox (0/1), has a callback
-# (0/1), field count, then its field/value pairs. A job that would pass its owner's limit is not
-# created; returns the refused as {id, owner's total, ...}.
+# first; `ResultBytes`), then the queue of the message to push, if one is given. ARGV: now, ttl,
+# jobs, owners charged, buckets per owner, byte limit, the message ("": none), then per job: id,
+# created_at, owner number (0: not charged), bytes, in outbox (0/1), has a callback (0/1), field
+# count, then its field/value pairs. A job that would pass its owner's limit is not created;
+# returns the refused as {id, owner's total, ...}. The message (carrying every job) is pushed
+# only when none was refused: after the records, so a worker never pops it before they exist.
 CREATE = """
 local now, ttl = ARGV[1], ARGV[2]
 local jobs, owners, width, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6])
+local message = ARGV[7]
 local first_bucket = 2 + 2 * jobs
 local totals, added = {}, {}
 for o = 1, owners do
@@ -36,7 +39,7 @@ for o = 1, owners do
   end
   totals[o], added[o] = total, 0
 end
-local refused, a = {}, 7
+local refused, a = {}, 8
 for j = 1, jobs do
   local id, created, o, size = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local outbox, callback, n = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
@@ -70,6 +73,9 @@ for o = 1, owners do
     redis.call('EXPIRE', bucket, ttl)
   end
 end
+if message ~= '' and #refused == 0 then
+  redis.call('LPUSH', KEYS[#KEYS], message)
+end
 return refused
 """
 
@@ -102,14 +108,17 @@ class JobStore:
         records: list[dict[str, str]],
         outbox: dict[str, tuple[str, bytes]] | None = None,
         charge: ResultBytes | None = None,
+        push: tuple[str, bytes] | None = None,
     ) -> dict[str, RateLimited]:
         """Write new jobs' records with their TTL, and index them for listing, in one script
         call. Jobs in `outbox` (job id -> model spec, rows as JSON) also keep what it takes to
         send them again until they start. With `charge`, each job's `n_rows` results count
         against its owner's stored bytes, and a job over the limit is not created: returns
-        those, with the 429 each gets. With a `ReplicaWait`, `NotReplicated` unless a replica
-        has them all (one WAIT per call, hence one per micro-batch)."""
-        call = _create_call(records, outbox or {}, self.ttl, charge)
+        those, with the 429 each gets. With `push` (queue, task message), the same call pushes
+        the message when no job was refused (the caller sends its own otherwise). With a
+        `ReplicaWait`, `NotReplicated` unless a replica has them all (one WAIT per call, hence
+        one per micro-batch)."""
+        call = _create_call(records, outbox or {}, self.ttl, charge, push)
         what = f"{len(records)} new job(s)"
         reply = await run_script_async(self.redis, self.wait, self._create, call, what)
         if charge is None:
@@ -181,6 +190,7 @@ def _create_call(
     outbox: dict[str, tuple[str, bytes]],
     ttl: int,
     charge: ResultBytes | None,
+    push: tuple[str, bytes] | None = None,
 ) -> ScriptCall:
     """`CREATE` for `records` (see there)."""
     owners: dict[str, int] = {}  # charged owner -> its number in the call, from 1
@@ -204,4 +214,9 @@ def _create_call(
         keys += buckets
         width = len(buckets)
     limit = charge.limit if charge is not None else 0
-    return ScriptCall(keys, [time.time(), ttl, len(records), len(owners), width, limit, *per_job])
+    message: bytes = b""
+    if push is not None:
+        queue, message = push
+        keys.append(queue)
+    head: list[Arg] = [time.time(), ttl, len(records), len(owners), width, limit, message]
+    return ScriptCall(keys, [*head, *per_job])

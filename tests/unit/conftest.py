@@ -68,6 +68,10 @@ class FakePublisher:
         self.sent: list[dict[str, Any]] = []
         self.run = True
 
+    def encoded(self, *_: Any, **__: Any) -> None:
+        """None: every message comes through `send`, to be recorded and run."""
+        return None
+
     async def send(
         self,
         task: str,

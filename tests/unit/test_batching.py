@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import numpy as np
+import orjson
 import pytest
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
 
+from gateway.autopipe import AutoPipeline
 from gateway.batcher import Batcher
+from gateway.publisher import BrokerPublisher
+from gateway.quotas import ResultBytes
+from gateway.state import GatewayState
 from gateway.store import JobStore
 from shared import jobstore
+from shared.errors import RateLimited
+from shared.settings import Settings
+from shared.tasks import PREDICT_BATCH, QUEUE, QUEUE_HIGH
 from tests.unit.conftest import CountingLoader
 from worker.predict import run_batch
 from worker.runtime import Runtime
@@ -81,6 +90,66 @@ async def test_a_failed_send_fails_its_jobs_and_forgets_their_records() -> None:
                                      for i in range(5)), return_exceptions=True)  # fmt: skip
     assert all(isinstance(r, ConnectionError) for r in results)
     assert await redis.exists(*(jobstore.job_key(f"x{i}") for i in range(5))) == 0
+
+
+def queued(redis: fakeredis.FakeRedis, queue: str = QUEUE) -> list[list[str]]:
+    """The job ids of each message on `queue`, oldest first."""
+    messages = [orjson.loads(m) for m in reversed(redis.lrange(queue, 0, -1))]
+    bodies = [orjson.loads(base64.b64decode(m["body"])) for m in messages]
+    return [[job["id"] for job in kwargs["jobs"]] for _, kwargs, _ in bodies]
+
+
+def broker(server: fakeredis.FakeServer) -> BrokerPublisher:
+    """The real publisher, whose `_push` (the LPUSH of its own) must not be called."""
+    publisher = BrokerPublisher(AutoPipeline(fakeredis.FakeAsyncRedis(server=server)))
+
+    async def no_push(*_: Any) -> None:
+        raise AssertionError("the message should have gone with the records")
+
+    publisher._push = no_push  # type: ignore[method-assign]
+    return publisher
+
+
+def encode(publisher: BrokerPublisher) -> Any:
+    return lambda message_id, kwargs, queue: publisher.encoded(
+        PREDICT_BATCH, message_id, kwargs, "<jobs>", queue
+    )
+
+
+@pytest.mark.anyio
+async def test_a_batch_goes_with_its_records_in_one_script() -> None:
+    server = fakeredis.FakeServer()
+    publisher = broker(server)
+    store = JobStore(fakeredis.FakeAsyncRedis(server=server), 60)
+    batcher = Batcher(store, Recorder(fail=True), max_rows=100, max_wait=0.001,
+                      encode=encode(publisher))  # fmt: skip
+    await asyncio.gather(*(batcher.add(record(f"j{i}"), [ROW], "demo:1", QUEUE_HIGH)
+                           for i in range(3)))  # fmt: skip
+    await batcher.add(record("solo"), [ROW], "demo:1")
+    sync = fakeredis.FakeRedis(server=server)
+    assert queued(sync, QUEUE_HIGH) == [["j0", "j1", "j2"]]
+    assert queued(sync) == [["solo"]]
+    assert sync.exists(*(jobstore.job_key(f"j{i}") for i in range(3))) == 3
+
+
+@pytest.mark.anyio
+async def test_a_job_refused_in_the_script_leaves_its_neighbours_a_message_of_their_own() -> None:
+    server = fakeredis.FakeServer()
+    charge = ResultBytes(limit=ResultBytes.size(1), ttl=60)
+    full = {**record("over"), "owner": "full"}
+    await JobStore(fakeredis.FakeAsyncRedis(server=server), 60).create_many([full], None, charge)
+    publish = Recorder()
+    batcher = Batcher(JobStore(fakeredis.FakeAsyncRedis(server=server), 60), publish,
+                      max_rows=100, max_wait=0.001, charge=charge,
+                      encode=encode(broker(server)))  # fmt: skip
+    refused, *accepted = await asyncio.gather(
+        batcher.add({**record("over2"), "owner": "full"}, [ROW], "demo:1"),
+        *(batcher.add({**record(f"ok{i}"), "owner": f"o{i}"}, [ROW], "demo:1") for i in range(2)),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, RateLimited) and accepted == [None, None]
+    assert queued(fakeredis.FakeRedis(server=server)) == []  # the script pushed nothing
+    assert [[j["id"] for j in k["jobs"]] for _, k in publish.messages] == [["ok0", "ok1"]]
 
 
 def submitted(runtime: Runtime, *job_ids: str) -> None:
@@ -172,3 +241,15 @@ def test_other_estimators_keep_their_own_predict(diabetes_rows: list[list[float]
     X = np.asarray(diabetes_rows[:100])
     model = SklearnModel(GradientBoostingRegressor(n_estimators=5)).train(X, X[:, 0])
     assert np.array_equal(model.predict(X), model.estimator.predict(X))
+
+
+def test_the_message_follows_the_replica_wait_when_there_is_one(settings: Settings) -> None:
+    # With Sentinel's replica WAIT the records must be on a replica before any worker can pop
+    # the message: the message is then pushed on its own, after the WAIT.
+    def batcher_of(s: Settings) -> Batcher:
+        return GatewayState.create(s, redis=fakeredis.FakeAsyncRedis()).jobs.batcher
+
+    assert batcher_of(settings).encode is not None
+    sentinel = settings.model_copy(update={"redis_sentinels": ["127.0.0.1:26379"]})
+    assert sentinel.replica_wait
+    assert batcher_of(sentinel).encode is None
