@@ -136,8 +136,8 @@ class Batcher:
                     await self.store.create_many(batch.records, batch.payloads, self.charge, push)
                 )
                 jobs = [job for job in batch.jobs if job["id"] not in batch.refused]
-                if batch.refused:  # the script pushed nothing
-                    message_id, push = _message_id(jobs or batch.jobs), None
+                if jobs and batch.refused:  # the script pushed nothing
+                    message_id, push = _message_id(jobs), None
                 if jobs and push is None:
                     await self.publish(
                         message_id, {"jobs": jobs, "model": batch.model}, batch.queue

@@ -70,6 +70,11 @@ class Incoming:
         state: GatewayState = self.scope["app"].state.gateway
         return state
 
+    def header(self, name: bytes) -> str | None:
+        """A header the lane reads, decoded as Starlette decodes it."""
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
     def body(self) -> bytes:
         """The whole body."""
         return b"".join(m.get("body", b"") for m in self.messages)
@@ -99,8 +104,7 @@ async def _predict(incoming: Incoming, owner: str) -> Response | None:
 
 
 async def _submit(incoming: Incoming, owner: str) -> Response | None:
-    key = incoming.headers.get(IDEMPOTENCY_KEY)
-    idempotency_key = None if key is None else key.decode("latin-1")
+    idempotency_key = incoming.header(IDEMPOTENCY_KEY)
     if idempotency_key is not None and not re.fullmatch(KEY_PATTERN, idempotency_key):
         return None
     body = incoming.json_body(PredictRequest)
@@ -126,8 +130,7 @@ async def _infer(incoming: Incoming, owner: str) -> Response | None:
     state = incoming.state
     await state.queue_depth.check(state.redis)  # the routes' `QueueHasRoom`
     name, version = incoming.path_params["name"], incoming.path_params.get("version")
-    length = incoming.headers.get(V2_HEADER_LENGTH)
-    header_length = None if length is None else length.decode("latin-1")
+    header_length = incoming.header(V2_HEADER_LENGTH)
     v2 = await v2_routes.get_v2(state)
     return await v2_routes.inferred(v2, name, version, incoming.body(), header_length, owner)
 
@@ -185,10 +188,10 @@ class FastLane:
         headers = _headers(scope)
         messages = await _read_body(receive) if lane.reads_body and headers is not None else []
         complete = not messages or messages[-1]["type"] == "http.request"
+        incoming = Incoming(scope, headers or {}, messages, path_params)
         owner = None
         if headers is not None and complete:
-            owner = keys.owner_for(scope["app"].state.gateway.settings, _bearer(headers))
-        incoming = Incoming(scope, headers or {}, messages, path_params)
+            owner = keys.owner_for(incoming.state.settings, _bearer(incoming))
         response = None
         if owner is not None:
             try:
@@ -224,12 +227,12 @@ def _headers(scope: Scope) -> dict[bytes, bytes] | None:
     return found
 
 
-def _bearer(headers: dict[bytes, bytes]) -> str | None:
+def _bearer(incoming: Incoming) -> str | None:
     # The key as FastAPI's `HTTPBearer(auto_error=False)` reads it.
-    value = headers.get(AUTHORIZATION)
+    value = incoming.header(AUTHORIZATION)
     if value is None:
         return None
-    scheme, token = get_authorization_scheme_param(value.decode("latin-1"))
+    scheme, token = get_authorization_scheme_param(value)
     return token if token and scheme.lower() == "bearer" else None
 
 
